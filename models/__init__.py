@@ -1,0 +1,34 @@
+"""SQLAlchemy models: the tracking queue and both vendors' normalized archives."""
+
+from models.base import Base, metadata, utcnow
+from models.mentionlab import JobExecution, JobExecutionEntity, JobExecutionSource
+from models.mentionsapi import Ask, AskBrandMention, AskCitation, AskProviderResponse
+from models.quarantine import QuarantinedPayload
+from models.tracking import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    TrackedId,
+    TrackedState,
+    Vendor,
+    VendorAccount,
+)
+
+__all__ = [
+    "ACTIVE_STATES",
+    "FINAL_STATES",
+    "Ask",
+    "AskBrandMention",
+    "AskCitation",
+    "AskProviderResponse",
+    "Base",
+    "JobExecution",
+    "JobExecutionEntity",
+    "JobExecutionSource",
+    "QuarantinedPayload",
+    "TrackedId",
+    "TrackedState",
+    "Vendor",
+    "VendorAccount",
+    "metadata",
+    "utcnow",
+]

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The one command that sets up and runs the tests on a fresh machine:
+# virtualenv + install, PostgreSQL and Redis up, lint, then pytest.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k sync -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+scripts/services.sh
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet .
+exec .venv/bin/pytest "$@"

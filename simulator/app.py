@@ -1,0 +1,542 @@
+"""Starlette app simulating MentionsAPI and MentionLab, with rate limits and fault injection.
+
+State (poll counters, rate-limit buckets, stats) lives in memory, per app instance. All of it
+is mutated from the event-loop thread with no ``await`` in between reads and writes, so no
+locks are needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import math
+import random
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from simulator.dataset import MENTIONLAB, MENTIONSAPI, VENDORS, Dataset
+
+# Padding that pushes a "huge" body past 20 MB (and 20 MiB).
+_HUGE_PAD_BYTES = 20 * 1024 * 1024 + 1024
+_DEFAULT_LIMIT = 1000
+_MALFORMED_KINDS = ("truncated", "wrong_type", "html")
+
+
+@dataclass
+class SimConfig:
+    """Simulator knobs; every fault rate is a fraction of requests in [0, 1]."""
+
+    seed: int = 0
+    latency_ms: float = 0.0
+    error_rate: float = 0.0
+    rate_limit: float | None = None  # requests/second per API key; burst = max(1, rate_limit)
+    max_pending_polls: int = 2
+    anchor: datetime | None = None
+    reset_rate: float = 0.0
+    malformed_rate: float = 0.0
+    huge_rate: float = 0.0
+    latency_spike_rate: float = 0.0
+    latency_spike_ms: float = 0.0
+    storm_every: float = 0.0  # seconds between 429 storms; 0 disables them
+    storm_seconds: float = 0.0
+
+
+class ORJSONResponse(Response):
+    """JSON response rendered with orjson; pre-serialized bytes pass through untouched."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, bytes | bytearray):
+            return bytes(content)
+        return orjson.dumps(content)
+
+
+class ConnectionDropped(ConnectionResetError):
+    """A simulated reset, raised when the server socket is out of reach (e.g. TestClient)."""
+
+
+class _Bucket:
+    """Token bucket of one API key."""
+
+    __slots__ = ("tokens", "updated")
+
+    def __init__(self, tokens: float, updated: float) -> None:
+        self.tokens = tokens
+        self.updated = updated
+
+
+class _Drop:
+    """Marker returned by the gate when the connection must be reset."""
+
+
+_DROP = _Drop()
+
+
+class _Simulator:
+    """Request handlers plus the in-memory state they share."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.dataset = Dataset(
+            seed=config.seed, anchor=config.anchor, max_pending_polls=config.max_pending_polls
+        )
+        # One fault RNG per app: reproducible fault sequences for a given request order.
+        self.rng = random.Random(config.seed)
+        self.started = time.monotonic()
+        self._pad: bytes | None = None
+        rate = config.rate_limit
+        self.burst = max(1.0, rate) if rate is not None else float(_DEFAULT_LIMIT)
+        self.limit_header = str(max(1, math.floor(self.burst)))
+        self.reset()
+
+    # ---------------------------------------------------------------- state
+
+    def reset(self) -> None:
+        """Forget poll progress, buckets and statistics."""
+        self.polls: dict[tuple[str, str, str], int] = {}
+        self.final_served: set[tuple[str, str, str]] = set()
+        self.buckets: dict[str, _Bucket] = {}
+        self.requests = 0
+        self.by_status: dict[int, int] = {}
+        self.polls_after_final = 0
+        self.after_final_by_status: dict[int, int] = {}
+        self.rate_limited = 0
+        self.faults = dict.fromkeys(
+            ("error", "reset", "malformed", "huge", "storm", "latency_spike"), 0
+        )
+        self.per_key: dict[str, dict[str, int]] = {}
+        self.key_labels: dict[str, str] = {}
+        self.seq = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+            "polls_after_final": self.polls_after_final,
+            # Lets callers tell deliberate 404 re-checks apart from re-reading archived answers.
+            "polls_after_final_by_status": {
+                str(k): v for k, v in sorted(self.after_final_by_status.items())
+            },
+            "rate_limited": self.rate_limited,
+            "faults": dict(self.faults),
+            "tracked_ids": len(self.polls),
+            "per_key": {self.key_labels[k]: dict(v) for k, v in self.per_key.items()},
+        }
+
+    # ---------------------------------------------------------------- vendor routes
+
+    async def ask(self, request: Request) -> Response:
+        """``GET /v1/ask/{id}`` (MentionsAPI)."""
+        await self._delay()
+        self.requests += 1
+        auth = request.headers.get("authorization", "")
+        scheme, _, key = auth.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key.startswith("lvk_") or "revoked" in key:
+            body = self._ma_error("invalid_api_key", "Bearer token missing, malformed, or revoked.")
+            return self._send(401, body, self._open_headers(MENTIONSAPI))
+        gate = self._gate(MENTIONSAPI, key)
+        if gate is _DROP:
+            return await self._drop(request)
+        if isinstance(gate, Response):
+            return gate
+        assert isinstance(gate, dict)
+        return self._answer(MENTIONSAPI, request.path_params.get("id", ""), None, gate)
+
+    async def job_execution(self, request: Request) -> Response:
+        """``GET /api/v1/job-executions/{id}`` (MentionLab)."""
+        await self._delay()
+        self.requests += 1
+        headers = request.headers
+        key = headers.get("x-api-key", "")
+        if not key.startswith("ml_") or "revoked" in key:
+            body = {"statusCode": 401, "message": "Invalid API key", "error": "Unauthorized"}
+            return self._send(401, body, self._open_headers(MENTIONLAB))
+        gate = self._gate(MENTIONLAB, key)
+        if gate is _DROP:
+            return await self._drop(request)
+        if isinstance(gate, Response):
+            return gate
+        assert isinstance(gate, dict)
+        project = headers.get("x-project-id", "").strip()
+        if not project:
+            body = {
+                "statusCode": 400,
+                "message": "x-project-id header is required",
+                "error": "Bad Request",
+            }
+            return self._send(400, body, gate)
+        return self._answer(MENTIONLAB, request.path_params["id"], project, gate)
+
+    def _answer(
+        self, vendor: str, id: str, project: str | None, headers: dict[str, str]
+    ) -> Response:
+        """Pending or final answer, advancing the per-id poll counter."""
+        ds = self.dataset
+        _, pending = ds.plan(vendor, id, project)
+        pkey = (vendor, ds.canonical_id(vendor, id), (project or "").lower())
+        poll = self.polls.get(pkey, 0) + 1
+        self.polls[pkey] = poll
+        if poll <= pending:
+            status, body = ds.pending_bytes(vendor, id, poll)
+            return self._send(status, body, headers)
+        status, body = ds.final_bytes(vendor, id, project)
+        if pkey in self.final_served:
+            self.polls_after_final += 1
+            self.after_final_by_status[status] = self.after_final_by_status.get(status, 0) + 1
+        if status == 200:
+            mangled = self._mangle(vendor, pkey[1], body)
+            if mangled is not None:
+                # Not marked as served: re-fetching a broken body is legitimate, not waste.
+                return self._send(status, mangled, headers)
+        self.final_served.add(pkey)
+        return self._send(status, body, headers)
+
+    # ---------------------------------------------------------------- gate: limits and faults
+
+    def _gate(self, vendor: str, key: str) -> dict[str, str] | Response | _Drop:
+        """Rate limit, storms and pre-answer faults; headers to use when the request passes."""
+        cfg = self.config
+        counts = self.per_key.get(key)
+        if counts is None:
+            counts = self.per_key[key] = {"requests": 0, "rate_limited": 0}
+            self.key_labels[key] = _key_label(key)
+        counts["requests"] += 1
+        now = time.monotonic()
+        # A storm is the vendor being overloaded: it answers 429 without touching the bucket.
+        retry_after = self._storm_retry_after(now)
+        if retry_after:
+            self.faults["storm"] += 1
+            remaining, full_in = 0, float(retry_after)
+        else:
+            _, remaining, retry_after, full_in = self._take(key, now)
+        headers = {"X-RateLimit-Limit": self.limit_header, "X-RateLimit-Remaining": str(remaining)}
+        if vendor == MENTIONLAB:
+            headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + full_in))
+        if retry_after:
+            counts["rate_limited"] += 1
+            return self._too_many(vendor, retry_after, headers)
+        if cfg.reset_rate and self.rng.random() < cfg.reset_rate:
+            self.faults["reset"] += 1
+            return _DROP
+        if cfg.error_rate and self.rng.random() < cfg.error_rate:
+            self.faults["error"] += 1
+            if vendor == MENTIONSAPI:
+                body = self._ma_error("internal_error", "The archive read failed. Retry.")
+                return self._send(500, body, headers)
+            body = {
+                "statusCode": 503,
+                "message": "Service temporarily unavailable",
+                "error": "Service Unavailable",
+            }
+            return self._send(503, body, headers)
+        return headers
+
+    def _take(self, key: str, now: float) -> tuple[bool, int, int, float]:
+        """(allowed, remaining, retry_after seconds or 0, seconds until the bucket is full)."""
+        rate = self.config.rate_limit
+        if rate is None:
+            return True, _DEFAULT_LIMIT - 1, 0, 60.0
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = _Bucket(self.burst, now)
+        tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * rate)
+        bucket.updated = now
+        if tokens >= 1.0:
+            bucket.tokens = tokens - 1.0
+            return True, math.floor(bucket.tokens), 0, (self.burst - bucket.tokens) / rate
+        bucket.tokens = tokens
+        retry_after = max(1, math.ceil((1.0 - tokens) / rate))
+        return False, 0, retry_after, (self.burst - tokens) / rate
+
+    def _storm_retry_after(self, now: float) -> int:
+        """Seconds left in the current 429 storm, or 0 outside storms."""
+        every, length = self.config.storm_every, self.config.storm_seconds
+        if every <= 0 or length <= 0:
+            return 0
+        elapsed = now - self.started
+        # The first storm starts one period in, so a fresh simulator is healthy.
+        if elapsed < every:
+            return 0
+        phase = elapsed % every
+        return max(1, math.ceil(length - phase)) if phase < length else 0
+
+    def _too_many(self, vendor: str, retry_after: int, headers: dict[str, str]) -> Response:
+        self.rate_limited += 1
+        headers = {**headers, "Retry-After": str(retry_after), "X-RateLimit-Remaining": "0"}
+        if vendor == MENTIONSAPI:
+            body = self._ma_error(
+                "rate_limited", f"Rate limit exceeded. Retry after {retry_after} seconds."
+            )
+        else:
+            body = {
+                "statusCode": 429,
+                "message": f"Too many requests. Please retry after {retry_after} seconds.",
+                "error": "Too Many Requests",
+            }
+        return self._send(429, body, headers)
+
+    def _mangle(self, vendor: str, id: str, body: bytes) -> bytes | None:
+        """A malformed or oversized replacement for a final 200 body, or None."""
+        cfg = self.config
+        if cfg.malformed_rate and self.rng.random() < cfg.malformed_rate:
+            self.faults["malformed"] += 1
+            # The kind is a function of the id so a re-fetch shows the same defect.
+            h = hashlib.sha256(f"{cfg.seed}:{vendor}:{id}:malformed".encode()).digest()
+            kind = _MALFORMED_KINDS[h[0] % len(_MALFORMED_KINDS)]
+            if kind == "truncated":
+                return body[: max(1, len(body) // 2)]
+            if kind == "html":
+                return b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+            return _wrong_type(vendor, body, h[1])
+        if cfg.huge_rate and self.rng.random() < cfg.huge_rate:
+            self.faults["huge"] += 1
+            if self._pad is None:
+                self._pad = b"x" * _HUGE_PAD_BYTES
+            return b"".join((body[:-1], b',"x_padding":"', self._pad, b'"}'))
+        return None
+
+    # ---------------------------------------------------------------- plumbing
+
+    async def _delay(self) -> None:
+        cfg = self.config
+        delay = cfg.latency_ms
+        if cfg.latency_spike_rate and self.rng.random() < cfg.latency_spike_rate:
+            self.faults["latency_spike"] += 1
+            delay += cfg.latency_spike_ms
+        if delay > 0:
+            await asyncio.sleep(delay / 1000.0)
+
+    async def _drop(self, request: Request) -> Response:
+        """Reset the TCP connection without sending a byte."""
+        # uvicorn's receive() is a bound method of the request cycle, which holds the
+        # transport; there is no public ASGI way to abort a connection.
+        cycle = getattr(request.receive, "__self__", None)
+        transport = getattr(cycle, "transport", None)
+        if transport is None:
+            raise ConnectionDropped("simulated connection reset")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Linger 0 makes close() send RST, so the client sees ECONNRESET, not EOF.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        # Let connection_lost() run so uvicorn knows the client is gone and discards the
+        # placeholder response below instead of logging an error.
+        for _ in range(10):
+            if getattr(cycle, "disconnected", True):
+                break
+            await asyncio.sleep(0)
+        return Response(status_code=499)
+
+    def _open_headers(self, vendor: str) -> dict[str, str]:
+        """Rate-limit headers for responses that consume no token (401)."""
+        headers = {
+            "X-RateLimit-Limit": self.limit_header,
+            "X-RateLimit-Remaining": self.limit_header,
+        }
+        if self.config.rate_limit is None:
+            headers["X-RateLimit-Remaining"] = str(_DEFAULT_LIMIT - 1)
+        if vendor == MENTIONLAB:
+            headers["X-RateLimit-Reset"] = str(math.ceil(time.time()))
+        return headers
+
+    def _ma_error(self, code: str, message: str) -> dict[str, Any]:
+        self.seq += 1
+        return {
+            "error": {"code": code, "message": message},
+            "request_id": self.dataset.request_id("app", self.seq),
+        }
+
+    def _send(self, status: int, body: bytes | dict[str, Any], headers: dict[str, str]) -> Response:
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+        return ORJSONResponse(body, status_code=status, headers=headers)
+
+    # ---------------------------------------------------------------- introspection routes
+
+    async def health(self, request: Request) -> Response:
+        return ORJSONResponse({"ok": True})
+
+    async def dataset_ids(self, request: Request) -> Response:
+        q = request.query_params
+        vendor = q.get("vendor", MENTIONSAPI).lower()
+        try:
+            n = int(q.get("n", "100"))
+            start = int(q.get("start", "0"))
+        except ValueError:
+            return ORJSONResponse({"error": "n and start must be integers"}, status_code=400)
+        if vendor not in VENDORS or not 0 <= n <= 1_000_000 or start < 0:
+            return ORJSONResponse(
+                {"error": f"vendor must be one of {list(VENDORS)}, 0 <= n <= 1e6, start >= 0"},
+                status_code=400,
+            )
+        if vendor == MENTIONSAPI:
+            return ORJSONResponse({"ids": self.dataset.ask_ids(n, start)})
+        pairs = self.dataset.execution_ids(n, start)
+        return ORJSONResponse({"ids": [{"project_id": p, "id": i} for p, i in pairs]})
+
+    async def truth(self, request: Request) -> Response:
+        vendor = request.path_params["vendor"].lower()
+        if vendor not in VENDORS:
+            return ORJSONResponse({"error": f"unknown vendor {vendor!r}"}, status_code=404)
+        project = request.query_params.get("project_id")
+        return ORJSONResponse(self.dataset.truth(vendor, request.path_params["id"], project))
+
+    async def stats_route(self, request: Request) -> Response:
+        return ORJSONResponse(self.stats())
+
+    async def reset_route(self, request: Request) -> Response:
+        self.reset()
+        return ORJSONResponse({"ok": True})
+
+    async def config_route(self, request: Request) -> Response:
+        cfg = asdict(self.config)
+        cfg["anchor"] = self.dataset.anchor.isoformat()
+        return ORJSONResponse({"config": cfg, "projects": self.dataset.projects()})
+
+
+def _key_label(key: str) -> str:
+    """A recognisable but non-secret label: stats may end up in logs and reports."""
+    return f"{key[:8]}…{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def _wrong_type(vendor: str, body: bytes, pick: int) -> bytes:
+    """The body with one documented field given the wrong JSON type."""
+    doc = orjson.loads(body)
+    if vendor == MENTIONSAPI:
+        if doc.get("providers"):
+            if pick % 2:
+                doc["usage"]["latency_ms"] = "abc"
+            else:
+                doc["providers"][0]["latency_ms"] = "abc"
+        else:
+            doc["error"] = "provider_error"  # a string where an object is documented
+    else:
+        scored = [e for e in doc.get("entities", []) if "sentimentScore" in e]
+        if scored:
+            scored[pick % len(scored)]["sentimentScore"] = "high"
+        else:
+            doc["executionNumber"] = "one"
+    return orjson.dumps(doc)
+
+
+def create_app(config: SimConfig | None = None) -> Starlette:
+    """The simulator as a Starlette app; its state is reachable as ``app.state.sim``."""
+    sim = _Simulator(config or SimConfig())
+    routes = [
+        Route("/v1/ask/{id}", sim.ask, methods=["GET"]),
+        Route("/v1/ask/", sim.ask, methods=["GET"]),  # missing id: 400 invalid_request
+        Route("/api/v1/job-executions/{id}", sim.job_execution, methods=["GET"]),
+        Route("/_sim/health", sim.health, methods=["GET"]),
+        Route("/_sim/dataset", sim.dataset_ids, methods=["GET"]),
+        Route("/_sim/truth/{vendor}/{id}", sim.truth, methods=["GET"]),
+        Route("/_sim/stats", sim.stats_route, methods=["GET"]),
+        Route("/_sim/reset", sim.reset_route, methods=["POST"]),
+        Route("/_sim/config", sim.config_route, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.sim = sim
+    return app
+
+
+def serve(config: SimConfig, host: str = "127.0.0.1", port: int = 8800) -> None:
+    """Run the simulator in the foreground until interrupted."""
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+
+
+def run_in_thread(
+    config: SimConfig, host: str = "127.0.0.1", port: int = 0
+) -> tuple[str, Callable[[], None]]:
+    """Start the simulator in a daemon thread; return its base URL and a stop function."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Binding ourselves (port 0 = any free port) avoids the race of probing for a free port.
+    sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), log_level="warning", access_log=False, lifespan="off")
+    )
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"simulator-{bound}", daemon=True
+    )
+    thread.start()
+    base_url = f"http://[{host}]:{bound}" if family == socket.AF_INET6 else f"http://{host}:{bound}"
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+    deadline = time.monotonic() + 15
+    with httpx.Client(trust_env=False, timeout=1.0) as client:
+        while True:
+            try:
+                if client.get(f"{base_url}/_sim/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if not thread.is_alive() or time.monotonic() > deadline:
+                stop()
+                raise RuntimeError(f"simulator did not start on {base_url}")
+            time.sleep(0.02)
+    return base_url, stop
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m simulator``: serve the simulator from the command line."""
+    parser = argparse.ArgumentParser(prog="simulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8800)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--rate-limit", type=float, default=None, help="requests/s per API key")
+    parser.add_argument("--max-pending-polls", type=int, default=2)
+    parser.add_argument("--reset-rate", type=float, default=0.0)
+    parser.add_argument("--malformed-rate", type=float, default=0.0)
+    parser.add_argument("--huge-rate", type=float, default=0.0)
+    parser.add_argument("--latency-spike-rate", type=float, default=0.0)
+    parser.add_argument("--latency-spike-ms", type=float, default=0.0)
+    parser.add_argument("--storm-every", type=float, default=0.0)
+    parser.add_argument("--storm-seconds", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    config = SimConfig(
+        seed=args.seed,
+        latency_ms=args.latency_ms,
+        error_rate=args.error_rate,
+        rate_limit=args.rate_limit,
+        max_pending_polls=args.max_pending_polls,
+        reset_rate=args.reset_rate,
+        malformed_rate=args.malformed_rate,
+        huge_rate=args.huge_rate,
+        latency_spike_rate=args.latency_spike_rate,
+        latency_spike_ms=args.latency_spike_ms,
+        storm_every=args.storm_every,
+        storm_seconds=args.storm_seconds,
+    )
+    serve(config, host=args.host, port=args.port)

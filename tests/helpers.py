@@ -1,0 +1,85 @@
+"""Small helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from models import (
+    Ask,
+    AskBrandMention,
+    AskCitation,
+    AskProviderResponse,
+    JobExecution,
+    JobExecutionEntity,
+    JobExecutionSource,
+    TrackedId,
+)
+from worker.db import session_scope
+
+MENTIONSYNC = str(Path(sys.executable).parent / "mentionsync")
+ARCHIVE_MODELS = (
+    Ask,
+    AskProviderResponse,
+    AskCitation,
+    AskBrandMention,
+    JobExecution,
+    JobExecutionSource,
+    JobExecutionEntity,
+)
+
+
+def cli(
+    *args: str, input: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `mentionsync` console script with the current environment."""
+    return subprocess.run(
+        [MENTIONSYNC, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+        check=False,
+    )
+
+
+def archive_snapshot() -> dict[str, list[tuple[Any, ...]]]:
+    """Every archived row, ordered, for before/after comparisons."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with session_scope() as session:
+        for model in ARCHIVE_MODELS:
+            table = model.__table__
+            rows = session.execute(select(table).order_by(*table.primary_key.columns)).all()
+            out[table.name] = [tuple(r) for r in rows]
+    return out
+
+
+def tracked_snapshot() -> list[tuple[Any, ...]]:
+    with session_scope() as session:
+        rows = session.execute(
+            select(
+                TrackedId.vendor,
+                TrackedId.project_id,
+                TrackedId.external_id,
+                TrackedId.state,
+                TrackedId.archived_at,
+                TrackedId.final_at,
+            ).order_by(TrackedId.id)
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+def wasted_polls(stats: dict[str, Any]) -> int:
+    """Fetches of ids whose answer was already final, from the simulator's stats.
+
+    Repeated 404s are not waste: the worker confirms a 404 a few times on purpose,
+    because a fresh id can lag.
+    """
+    by_status = stats["polls_after_final_by_status"]
+    return sum(n for status, n in by_status.items() if status != "404")

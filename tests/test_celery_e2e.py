@@ -1,0 +1,96 @@
+"""A real Celery worker and beat, on Redis and Postgres, against the simulator over
+HTTP, until a mixed set of ids is final; then every row is checked field by field."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import redis
+from sqlalchemy import func, select
+
+from models import ACTIVE_STATES, TrackedId, Vendor
+from simulator import Dataset
+from tests.conftest import REDIS_URL
+from tests.expected import check_everything
+from tests.helpers import wasted_polls
+from worker.config import get_settings
+from worker.db import session_scope
+from worker.registry import label_arguments, register
+
+SEED = 5
+
+
+def pending() -> int:
+    with session_scope() as session:
+        return session.scalar(select(func.count()).where(TrackedId.state.in_(ACTIVE_STATES))) or 0
+
+
+def test_celery_worker_and_beat_archive_a_mixed_set(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    base_url = sim(seed=SEED, max_pending_polls=2)
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    dataset = Dataset(seed=SEED)
+    settings = get_settings()
+    with session_scope() as session:
+        register(
+            session, Vendor.MENTIONSAPI, label_arguments(dataset.ask_ids(150)), settings=settings
+        )
+    by_project: dict[str, list[str]] = {}
+    for project, run in dataset.execution_ids(150):
+        by_project.setdefault(project, []).append(run)
+    for project, ids in by_project.items():
+        with session_scope() as session:
+            register(
+                session,
+                Vendor.MENTIONLAB,
+                label_arguments(ids),
+                settings=settings,
+                project_id=project,
+            )
+
+    log = (tmp_path / "celery.log").open("w")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "worker",
+            "--beat",
+            "--concurrency=2",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            f"--schedule={tmp_path / 'beat-schedule'}",
+        ],
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while pending() and time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(0.5)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+    output = (tmp_path / "celery.log").read_text()
+    assert pending() == 0, output[-4000:]
+    assert "dispatched" in output and "batch mentionlab" in output
+
+    with session_scope() as session:
+        states = check_everything(session, base_url)
+    assert states["archived"] > 200 and sum(states.values()) == 300
+    assert wasted_polls(httpx.get(f"{base_url}/_sim/stats").json()) == 0
+    assert "lvk_test_suite_key" not in output and "ml_test_suite_key" not in output

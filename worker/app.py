@@ -1,0 +1,82 @@
+"""The Celery application: `celery -A worker.app worker` and `celery -A worker.app beat`.
+
+Every option that matters for delivery guarantees is set here, explicitly; the
+README's "Guarantees" section explains each.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from worker.config import get_settings
+from worker.db import reset_engine
+from worker.logs import setup_logging
+from worker.resources import close_resources
+from worker.schedule import beat_schedule
+
+
+def _transport_options(broker_url: str) -> dict[str, Any]:
+    if broker_url.startswith(("redis://", "rediss://")):
+        # Redis redelivers an unacknowledged message after this; it must exceed
+        # the longest batch. Long waits never sit in the broker (next_poll_at).
+        return {"visibility_timeout": max(3600, int(settings.lease_seconds * 2))}
+    # kombu's SQLAlchemy transport hands its options to create_engine(): none.
+    return {}
+
+
+settings = get_settings()
+
+app = Celery("mentionsync", include=["worker.tasks"])
+app.conf.update(
+    broker_url=settings.celery_broker_url,
+    broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,  # a dead Redis is waited out, not fatal
+    # The broker only carries work: no results are stored anywhere.
+    task_ignore_result=True,
+    result_backend=None,
+    task_serializer="json",
+    accept_content=["json"],
+    event_serializer="json",
+    task_default_queue="mentionsync",
+    # At-least-once: a message is acknowledged only after its task finished, and
+    # a task whose worker process died (SIGKILL, OOM) is requeued, not dropped.
+    # Every task is idempotent, so a second delivery only repeats a no-op.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    # One message at a time per process: a batch is long, prefetching more would
+    # only hold leases hostage on a busy worker.
+    worker_prefetch_multiplier=1,
+    worker_max_tasks_per_child=1000,
+    broker_transport_options=_transport_options(settings.celery_broker_url),
+    beat_schedule=beat_schedule(settings),
+    timezone="UTC",
+    enable_utc=True,
+    worker_hijack_root_logger=False,
+)
+
+
+@signals.setup_logging.connect
+def _configure_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    # Connecting this signal stops Celery from installing its own handlers; the
+    # worker's --loglevel still decides the level.
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
+    setup_logging(settings, level=level)
+
+
+@signals.worker_process_init.connect
+def _fresh_process(**_: Any) -> None:
+    # A forked child must not reuse its parent's sockets.
+    reset_engine()
+    close_resources()
+
+
+@signals.worker_process_shutdown.connect
+def _close_process(**_: Any) -> None:
+    close_resources()
+    reset_engine()
+
+
+logging.getLogger("mentionsync").debug("celery app configured")

@@ -1,0 +1,101 @@
+"""The one settings object, read from the environment (and an optional .env)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def fingerprint(secret: SecretStr | str | None) -> str:
+    """A short, stable, non-reversible tag for a secret, safe to log and store."""
+    if secret is None:
+        return "none"
+    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+    if not value:
+        return "none"
+    return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Storage and broker. The defaults need no server: SQLite files in the
+    # working directory, with kombu's SQLAlchemy transport as the broker.
+    database_url: str = "sqlite:///mentionsync.db"
+    celery_broker_url: str = "sqla+sqlite:///mentionsync-broker.db"
+    # Where the shared rate-limit budget lives. Defaults to the broker when that is
+    # Redis; without Redis, budgets are kept per process.
+    redis_url: str | None = None
+
+    mentionsapi_base_url: str = "https://api.mentionsapi.com"
+    mentionsapi_api_key: SecretStr | None = None
+    mentionlab_base_url: str = "https://api.mentionlab.io"
+    mentionlab_api_key: SecretStr | None = None
+
+    # Scheduling.
+    poll_tick_seconds: float = Field(5.0, gt=0, description="How often beat claims due ids.")
+    poll_interval_seconds: float = Field(
+        20.0, gt=0, description="First wait before re-polling an unfinished answer."
+    )
+    poll_max_interval_seconds: float = Field(
+        300.0, gt=0, description="Cap of the backoff between polls of an unfinished answer."
+    )
+    batch_size: int = Field(50, ge=1, le=1000, description="Ids per worker task.")
+    max_in_flight: int = Field(2000, ge=1, description="Claimed, unfinished ids at most.")
+    lease_seconds: float = Field(
+        300.0, gt=0, description="A claimed id is due again after this, if its batch died."
+    )
+    fetch_concurrency: int = Field(8, ge=1, le=256, description="Requests in flight per batch.")
+
+    # Errors.
+    max_attempts: int = Field(8, ge=1, description="Consecutive retryable errors before `error`.")
+    retry_base_seconds: float = Field(2.0, gt=0)
+    retry_max_seconds: float = Field(600.0, gt=0)
+    not_found_confirmations: int = Field(
+        3, ge=1, description="404s in a row before an id is recorded not_found."
+    )
+    not_found_recheck_seconds: float = Field(60.0, gt=0)
+    auth_recheck_seconds: float = Field(
+        900.0, gt=0, description="How often a rejected key is tried again."
+    )
+
+    # HTTP.
+    http_connect_timeout: float = Field(5.0, gt=0)
+    http_read_timeout: float = Field(30.0, gt=0)
+    http_pool_timeout: float = Field(10.0, gt=0)
+    max_response_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Bodies larger than this are quarantined."
+    )
+
+    retention_days: int = Field(30, ge=1)
+    at_risk_hours: float = Field(48.0, gt=0)
+
+    log_level: str = "INFO"
+    log_format: str = Field("text", pattern="^(text|json)$")
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=self.retention_days)
+
+    @property
+    def shared_redis_url(self) -> str | None:
+        if self.redis_url:
+            return self.redis_url
+        if self.celery_broker_url.startswith(("redis://", "rediss://")):
+            return self.celery_broker_url
+        return None
+
+    def api_key(self, vendor: str) -> SecretStr | None:
+        return self.mentionsapi_api_key if vendor == "mentionsapi" else self.mentionlab_api_key
+
+    def key_fingerprint(self, vendor: str) -> str:
+        return fingerprint(self.api_key(vendor))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

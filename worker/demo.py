@@ -1,0 +1,170 @@
+"""`mentionsync demo`: the whole pipeline on the embedded defaults, in a minute.
+
+Starts the simulator, tracks a few hundred ids of both vendors in a SQLite
+database, runs the real Celery worker and beat (kombu's SQLAlchemy transport, no
+Redis) until every id is final, then prints the status and some archived rows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models import (
+    ACTIVE_STATES,
+    Ask,
+    AskBrandMention,
+    JobExecution,
+    JobExecutionEntity,
+    TrackedId,
+    Vendor,
+    utcnow,
+)
+from worker.config import get_settings
+
+console = Console()
+DEMO_KEYS = {"MENTIONSAPI_API_KEY": "lvk_test_demo", "MENTIONLAB_API_KEY": "ml_test_demo"}
+
+
+def demo_environment(directory: Path, base_url: str) -> dict[str, str]:
+    directory = directory.resolve()
+    return {
+        "DATABASE_URL": f"sqlite:///{directory / 'mentionsync.db'}",
+        "CELERY_BROKER_URL": f"sqla+sqlite:///{directory / 'broker.db'}",
+        "MENTIONSAPI_BASE_URL": base_url,
+        "MENTIONLAB_BASE_URL": base_url,
+        **DEMO_KEYS,
+        # The simulator finishes jobs within a couple of polls; poll it briskly.
+        "POLL_TICK_SECONDS": "1",
+        "POLL_INTERVAL_SECONDS": "1",
+        "NOT_FOUND_RECHECK_SECONDS": "1",
+        "BATCH_SIZE": "25",
+    }
+
+
+def run_demo(directory: Path, *, asks: int, executions: int, timeout: float) -> int:
+    from simulator import Dataset, SimConfig, run_in_thread
+    from worker.db import reset_engine, session_scope
+    from worker.migrate import upgrade
+    from worker.registry import label_arguments, register
+    from worker.status import collect_status
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in (
+        "mentionsync.db",
+        "mentionsync.db-wal",
+        "mentionsync.db-shm",
+        "broker.db",
+        "celerybeat-schedule",
+    ):
+        (directory / stale).unlink(missing_ok=True)
+
+    config = SimConfig(seed=7)
+    base_url, stop_simulator = run_in_thread(config)
+    console.print(f"simulator of both vendor APIs on {base_url}")
+    env = demo_environment(directory, base_url)
+    os.environ.update(env)
+    get_settings.cache_clear()
+    reset_engine()
+    settings = get_settings()
+
+    upgrade()
+    dataset = Dataset(seed=7)
+    with session_scope() as session:
+        r1 = register(
+            session, Vendor.MENTIONSAPI, label_arguments(dataset.ask_ids(asks)), settings=settings
+        )
+    by_project: dict[str, list[str]] = {}
+    for project_id, execution_id in dataset.execution_ids(executions):
+        by_project.setdefault(project_id, []).append(execution_id)
+    added = r1.added
+    for project_id, ids in by_project.items():
+        with session_scope() as session:
+            added += register(
+                session,
+                Vendor.MENTIONLAB,
+                label_arguments(ids),
+                settings=settings,
+                project_id=project_id,
+            ).added
+    console.print(f"tracked {added} ids ({asks} MentionsAPI asks, {executions} MentionLab runs)")
+
+    # `mentionsync run`: the real Celery worker with an embedded beat. Its beat
+    # schedule file lands in the demo directory, the working directory.
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "run", "--concurrency=2", "--loglevel=WARNING"],
+        env={**os.environ, **env},
+        cwd=directory,
+    )
+    console.print(
+        f"started celery worker + beat (pid {worker.pid}); waiting for every id to be final"
+    )
+    started = time.monotonic()
+    pending = -1
+    try:
+        while time.monotonic() - started < timeout:
+            time.sleep(1.0)
+            with session_scope() as session:
+                pending = (
+                    session.scalar(select(func.count()).where(TrackedId.state.in_(ACTIVE_STATES)))
+                    or 0
+                )
+            console.print(
+                f"  {time.monotonic() - started:5.1f}s  pending: {pending}", highlight=False
+            )
+            if pending == 0 or worker.poll() is not None:
+                break
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        stop_simulator()
+
+    from worker.cli import _render_status
+
+    with session_scope() as session:
+        _render_status(collect_status(session, settings, utcnow()))
+        _show_rows(session)
+    console.print(
+        f"\nThe archive is {directory / 'mentionsync.db'}. Look around with:\n"
+        f"  DATABASE_URL={env['DATABASE_URL']} mentionsync status",
+        soft_wrap=True,
+    )
+    if pending:
+        console.print(f"[red]{pending} ids still pending after {timeout:.0f}s[/red]")
+        return 2
+    return 0
+
+
+def _show_rows(session: Session) -> None:
+    table = Table(title="a few archived MentionsAPI brand mentions")
+    for col in ("ask_id", "provider", "brand", "rank", "sentiment"):
+        table.add_column(col)
+    for m in session.scalars(select(AskBrandMention).order_by(AskBrandMention.ask_id).limit(8)):
+        table.add_row(m.ask_id, m.provider or "", m.brand or "", str(m.rank), m.sentiment or "")
+    console.print(table)
+    table = Table(title="a few archived MentionLab entities")
+    for col in ("job_execution_id", "display_name", "primary", "sentiment_score"):
+        table.add_column(col)
+    for e in session.scalars(
+        select(JobExecutionEntity).order_by(JobExecutionEntity.job_execution_id).limit(8)
+    ):
+        table.add_row(
+            e.job_execution_id, e.display_name or "", str(e.is_primary), str(e.sentiment_score)
+        )
+    console.print(table)
+    asks = session.scalar(select(func.count()).select_from(Ask))
+    runs = session.scalar(select(func.count()).select_from(JobExecution))
+    console.print(f"{asks} asks and {runs} job executions archived")

@@ -1,0 +1,118 @@
+"""Logging: text or JSON lines, with secrets scrubbed from every record."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from worker.config import Settings
+
+# Header values that must never reach a log line, whatever logged them.
+_HEADER_PATTERNS = [
+    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer\s+)?[^\s'\",}]+"),
+    re.compile(r"(?i)(x-api-key['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-\.]{6,}"),
+]
+# Attributes every record has, plus what formatters add and Celery's own `data`
+# (the arguments its message was formatted from): not worth repeating as extras.
+_STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "data",
+    "color_message",
+    "taskName",
+}
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[REDACTED]")
+    for pattern in _HEADER_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + "[REDACTED]", text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        record.msg = redact(message, self.secrets)
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            # Render the traceback now, scrubbed, instead of letting the
+            # formatter print the raw one.
+            record.exc_text = redact(
+                logging.Formatter().formatException(record.exc_info), self.secrets
+            )
+            record.exc_info = None
+        for key, value in list(record.__dict__.items()):
+            if key not in _STANDARD_ATTRS and isinstance(value, str):
+                setattr(record, key, redact(value, self.secrets))
+        return True
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                doc[key] = value
+        if record.exc_text:
+            doc["exception"] = record.exc_text
+        return orjson.dumps(doc, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = [
+            f"{k}={v}"
+            for k, v in record.__dict__.items()
+            if k not in _STANDARD_ATTRS and not k.startswith("_")
+        ]
+        return f"{line} [{' '.join(extras)}]" if extras else line
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    return [
+        s.get_secret_value()
+        for s in (settings.mentionsapi_api_key, settings.mentionlab_api_key)
+        if s is not None
+    ]
+
+
+def install_filter(handler: logging.Handler, settings: Settings) -> None:
+    if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+        handler.addFilter(RedactingFilter(secrets_of(settings)))
+
+
+def setup_logging(settings: Settings, *, level: str | None = None, fmt: str | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JSONFormatter() if (fmt or settings.log_format) == "json" else TextFormatter()
+    )
+    install_filter(handler, settings)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel((level or settings.log_level).upper())
+    # httpx logs one INFO line per request; a batch line is enough.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,0 +1,146 @@
+"""Registering ids to archive: validation and idempotent bulk insert."""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from models import TrackedId, Vendor, utcnow
+from worker.config import Settings
+from worker.store import dialect_insert
+
+MAX_ID_LENGTH = 256  # the vendors' own limit (MentionsAPI answers 400 above it)
+_FORBIDDEN = {"/": "'/'", "?": "'?'", "#": "'#'", "\\": "a backslash", "%": "'%'"}
+_CHUNK = 2000
+
+
+class InvalidId(ValueError):
+    pass
+
+
+@dataclass
+class Rejected:
+    where: str  # "line 12" or "argument 2"
+    value: str
+    reason: str
+
+    def __str__(self) -> str:
+        shown = self.value if len(self.value) <= 60 else self.value[:57] + "..."
+        return f"{self.where}: {shown!r}: {self.reason}"
+
+
+@dataclass
+class Registration:
+    added: int = 0
+    already_tracked: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def validate_external_id(vendor: Vendor, value: str) -> str:
+    """Return the id to store, or raise InvalidId with a reason a user can act on."""
+    if value == "":
+        raise InvalidId("empty id")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidId(f"longer than {MAX_ID_LENGTH} characters ({len(value)})")
+    for ch in value:
+        if ch.isspace():
+            raise InvalidId("contains whitespace")
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            raise InvalidId(f"contains control or invisible character U+{ord(ch):04X}")
+        if ch in _FORBIDDEN:
+            raise InvalidId(f"contains {_FORBIDDEN[ch]}, which is not allowed in an id")
+    if value in (".", ".."):
+        raise InvalidId("is a path segment ('.' or '..'), not an id")
+    if vendor is Vendor.MENTIONLAB:
+        try:
+            # Canonical lowercase form, as the vendor returns it in bodies.
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise InvalidId("not a UUID (MentionLab job execution ids are UUIDs)") from None
+    return value
+
+
+def validate_project_id(value: str) -> str:
+    try:
+        return validate_external_id(Vendor.MENTIONSAPI, value)
+    except InvalidId as exc:
+        raise InvalidId(f"project id {exc}") from None
+
+
+def read_lines(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Label each line of an id file. Only the line ending is removed: an id with
+    surrounding spaces is reported, not silently changed."""
+    for number, line in enumerate(lines, start=1):
+        yield f"line {number}", line.rstrip("\r\n")
+
+
+def label_arguments(values: Iterable[str]) -> Iterator[tuple[str, str]]:
+    for number, value in enumerate(values, start=1):
+        yield f"argument {number}", value
+
+
+def register(
+    session: Session,
+    vendor: Vendor,
+    entries: Iterable[tuple[str, str]],
+    *,
+    settings: Settings,
+    project_id: str = "",
+    created_at: datetime | None = None,
+    expect_webhook: bool = False,
+    now: datetime | None = None,
+) -> Registration:
+    """Insert new ids, skip known ones, and report bad lines without stopping.
+
+    Registering is idempotent: an id already tracked is left exactly as it is.
+    """
+    now = now or utcnow()
+    result = Registration()
+    deadline = (created_at or now) + settings.retention
+    table = TrackedId.__table__
+    pending: dict[str, None] = {}
+
+    def flush() -> None:
+        if not pending:
+            return
+        rows = [
+            {
+                "vendor": vendor,
+                "project_id": project_id,
+                "external_id": external_id,
+                "state": "tracked",
+                "registered_at": now,
+                "remote_created_at": created_at,
+                "deadline_at": deadline,
+                "next_poll_at": now,
+                "expect_webhook": expect_webhook,
+            }
+            for external_id in pending
+        ]
+        stmt = dialect_insert(session, table).on_conflict_do_nothing(
+            index_elements=["vendor", "project_id", "external_id"]
+        )
+        inserted = len(session.execute(stmt.returning(table.c.id), rows).all())
+        result.added += inserted
+        result.already_tracked += len(rows) - inserted
+        pending.clear()
+
+    for where, raw in entries:
+        try:
+            external_id = validate_external_id(vendor, raw)
+        except InvalidId as exc:
+            result.rejected.append(Rejected(where, raw, str(exc)))
+            continue
+        if external_id in pending:
+            result.already_tracked += 1
+            continue
+        pending[external_id] = None
+        if len(pending) >= _CHUNK:
+            flush()
+    flush()
+    return result

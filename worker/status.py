@@ -1,0 +1,105 @@
+"""What `mentionsync status` reports: the truth about every tracked id."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models import ACTIVE_STATES, QuarantinedPayload, TrackedId, TrackedState, Vendor
+from worker.config import Settings
+from worker.poller import account_gate
+
+SAMPLE = 10
+
+
+def _ids(session: Session, *where: Any, order: Any, limit: int = SAMPLE) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(
+            TrackedId.vendor,
+            TrackedId.project_id,
+            TrackedId.external_id,
+            TrackedId.state,
+            TrackedId.registered_at,
+            TrackedId.deadline_at,
+            TrackedId.last_http_status,
+            TrackedId.last_error,
+        )
+        .where(*where)
+        .order_by(order)
+        .limit(limit)
+    ).all()
+    return [
+        {
+            "vendor": r.vendor.value,
+            "project_id": r.project_id or None,
+            "external_id": r.external_id,
+            "state": r.state.value,
+            "registered_at": r.registered_at.isoformat(),
+            "deadline_at": r.deadline_at.isoformat(),
+            "last_http_status": r.last_http_status,
+            "last_error": r.last_error,
+        }
+        for r in rows
+    ]
+
+
+def collect_status(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
+    counts: dict[str, dict[str, int]] = {
+        v.value: {s.value: 0 for s in TrackedState} for v in Vendor
+    }
+    for vendor, state, n in session.execute(
+        select(TrackedId.vendor, TrackedId.state, func.count()).group_by(
+            TrackedId.vendor, TrackedId.state
+        )
+    ):
+        counts[vendor.value][state.value] = n
+    totals = {s.value: sum(c[s.value] for c in counts.values()) for s in TrackedState}
+
+    active = TrackedId.state.in_(ACTIVE_STATES)
+    risk_horizon = now + timedelta(hours=settings.at_risk_hours)
+    at_risk = TrackedId.deadline_at <= risk_horizon
+    at_risk_count = session.scalar(select(func.count()).where(active, at_risk)) or 0
+
+    accounts = {}
+    for vendor in Vendor:
+        reason = account_gate(session, vendor, settings, now)
+        accounts[vendor.value] = {
+            "configured": settings.api_key(vendor) is not None,
+            "key_fingerprint": settings.key_fingerprint(vendor),
+            "base_url": getattr(settings, f"{vendor.value}_base_url"),
+            "paused": reason,
+        }
+
+    oldest = _ids(session, active, order=TrackedId.registered_at, limit=1)
+    nearest = _ids(session, active, order=TrackedId.deadline_at, limit=1)
+    return {
+        "now": now.isoformat(),
+        "counts": counts,
+        "totals": totals,
+        "total": sum(totals.values()),
+        "pending": sum(totals[s.value] for s in ACTIVE_STATES),
+        "oldest_pending": oldest[0] if oldest else None,
+        "nearest_deadline": nearest[0] if nearest else None,
+        "at_risk": {
+            "hours": settings.at_risk_hours,
+            "count": at_risk_count,
+            "ids": _ids(session, active, at_risk, order=TrackedId.deadline_at),
+        },
+        "lost_to_expiry": {
+            "count": totals[TrackedState.EXPIRED.value],
+            "ids": _ids(
+                session, TrackedId.state == TrackedState.EXPIRED, order=TrackedId.final_at.desc()
+            ),
+        },
+        "errors": {
+            "count": totals[TrackedState.ERROR.value],
+            "ids": _ids(
+                session, TrackedId.state == TrackedState.ERROR, order=TrackedId.final_at.desc()
+            ),
+        },
+        "quarantined": session.scalar(select(func.count()).select_from(QuarantinedPayload)) or 0,
+        "accounts": accounts,
+    }

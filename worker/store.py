@@ -1,0 +1,76 @@
+"""Idempotent writes of normalized answers: one statement per table per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Table, delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from models import metadata
+from worker.normalize import Normalized
+
+# Bound parameters per statement stay under SQLite's 32766 and Postgres' 65535.
+_MAX_PARAMS = 30_000
+
+
+def dialect_insert(session: Session, table: Table) -> Any:
+    """`INSERT` with `ON CONFLICT` support for the session's dialect."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database dialect {name!r}: use Postgres or SQLite")
+
+
+def _chunks(rows: Sequence[dict[str, Any]], width: int) -> Iterable[Sequence[dict[str, Any]]]:
+    size = max(1, _MAX_PARAMS // max(1, width))
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def upsert_answers(session: Session, answers: Iterable[Normalized]) -> int:
+    """Insert or replace answers with their children; returns rows written.
+
+    Children are deleted and re-inserted for every parent in the batch, in the
+    caller's transaction: a re-fetch with different children (a MentionLab run
+    that went through `retrying`) replaces them as a whole, and an identical
+    re-fetch leaves identical rows.
+    """
+    by_table: dict[str, dict[Any, Normalized]] = {}
+    for answer in answers:
+        # The last body for an id wins if one batch carries it twice.
+        by_table.setdefault(answer.table, {})[answer.key_value] = answer
+
+    written = 0
+    for table_name, batch in by_table.items():
+        parent = metadata.tables[table_name]
+        any_answer = next(iter(batch.values()))
+        key = parent.c[any_answer.key]
+        parent_rows = [a.row for a in batch.values()]
+
+        stmt = dialect_insert(session, parent)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[key],
+            set_={c.name: stmt.excluded[c.name] for c in parent.columns if c.name != key.name},
+        )
+        for chunk in _chunks(parent_rows, len(parent.columns)):
+            session.execute(stmt, list(chunk))
+        written += len(parent_rows)
+
+        keys = list(batch)
+        for child_name in any_answer.children:
+            child = metadata.tables[child_name]
+            for start in range(0, len(keys), 1000):
+                session.execute(
+                    delete(child).where(child.c[key.name].in_(keys[start : start + 1000]))
+                )
+            rows = [row for a in batch.values() for row in a.children.get(child_name, ())]
+            if rows:
+                for chunk in _chunks(rows, len(child.columns)):
+                    session.execute(child.insert(), list(chunk))
+                written += len(rows)
+    return written

@@ -1,0 +1,72 @@
+"""Celery tasks. Each is idempotent: a second delivery finds nothing left to do."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import OperationalError as DatabaseError
+
+from models import Vendor, utcnow
+from worker.app import app
+from worker.db import session_scope
+from worker.poller import Claim, claim_batches, process_claim
+from worker.resources import get_resources
+from worker.schedule import DISPATCH_TASK
+
+log = logging.getLogger("mentionsync.tasks")
+
+
+@app.task(name=DISPATCH_TASK, acks_late=True, ignore_result=True)
+def dispatch_due() -> int:
+    """Claim due ids (committed first), then hand them to workers in batches.
+
+    If sending fails, nothing is lost: the claimed ids become due again when
+    their lease expires, and a later sweep sends them.
+    """
+    settings = get_resources().settings
+    with session_scope() as session:
+        claims, waiting = claim_batches(session, settings, now=utcnow())
+    for vendor, reason in waiting.items():
+        log.debug("not polling %s: %s", vendor, reason, extra={"vendor": vendor.value})
+    sent = 0
+    for claim in claims:
+        try:
+            fetch_batch.apply_async(args=[claim.vendor.value, claim.token, claim.ids], retry=False)
+            sent += len(claim.ids)
+        except BrokerError as exc:
+            log.error(
+                "broker unavailable, %d claimed ids will be re-dispatched after their lease: %s",
+                sum(len(c.ids) for c in claims) - sent,
+                exc,
+                extra={"vendor": claim.vendor.value, "count": len(claim.ids)},
+            )
+            break
+    if claims:
+        log.info(
+            "dispatched %d ids in %d batches",
+            sent,
+            len(claims),
+            extra={"count": sent, "batches": len(claims)},
+        )
+    return sent
+
+
+@app.task(
+    name="mentionsync.fetch_batch",
+    bind=True,
+    acks_late=True,
+    ignore_result=True,
+    max_retries=5,
+)
+def fetch_batch(self: Task, vendor: str, token: str, ids: list[int]) -> int:
+    """Fetch and store one claimed batch. Only ids still leased to `token` are touched."""
+    try:
+        report = process_claim(Claim(Vendor(vendor), token, ids))
+    except DatabaseError as exc:
+        # Postgres restarting: the pool reconnects (pre-ping); try again shortly.
+        # If this keeps failing, the lease expires and the ids are re-claimed.
+        log.warning("database unavailable, retrying batch: %s", exc.orig or exc)
+        raise self.retry(exc=exc, countdown=5) from exc
+    return report.processed
