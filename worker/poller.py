@@ -77,11 +77,22 @@ class BatchReport:
 # --- Claiming ---------------------------------------------------------------
 
 
-def account_gate(session: Session, vendor: Vendor, settings: Settings, now: datetime) -> str | None:
+def current_account(session: Session, vendor: Vendor, settings: Settings) -> VendorAccount | None:
+    """The pause record of the configured key, if it ever had one."""
+    return session.get(VendorAccount, (vendor, settings.key_fingerprint(vendor)))
+
+
+def account_gate(
+    session: Session,
+    vendor: Vendor,
+    settings: Settings,
+    now: datetime,
+    account: VendorAccount | None = None,
+) -> str | None:
     """Why ids of this vendor must not be fetched now, or None if they may be."""
     if settings.api_key(vendor) is None:
         return f"no API key configured for {vendor} (set {vendor.upper()}_API_KEY)"
-    account = session.get(VendorAccount, (vendor, settings.key_fingerprint(vendor)))
+    account = account or current_account(session, vendor, settings)
     if account is None:
         return None
     if account.paused_until is not None and account.paused_until > now:
@@ -147,14 +158,14 @@ def claim_batches(
     claims: list[Claim] = []
     waiting: dict[Vendor, str] = {}
     for vendor in Vendor:
-        reason = account_gate(session, vendor, settings, now)
+        account = current_account(session, vendor, settings)
+        reason = account_gate(session, vendor, settings, now, account)
         if reason is not None:
             waiting[vendor] = reason
             continue
         room = settings.max_in_flight - in_flight(session, vendor, now)
         if max_ids is not None:
             room = min(room, max_ids)
-        account = session.get(VendorAccount, (vendor, settings.key_fingerprint(vendor)))
         if account is not None and account.auth_failed_at is not None:
             room = min(room, 1)  # re-check a refused key with a single request
         while room > 0:
@@ -372,7 +383,7 @@ def _release(claim: Claim, views: Sequence[TrackedView], settings: Settings) -> 
     """Hand a batch back unfetched: due again when its vendor may be polled."""
     now = utcnow()
     with session_scope() as session:
-        account = session.get(VendorAccount, (claim.vendor, settings.key_fingerprint(claim.vendor)))
+        account = current_account(session, claim.vendor, settings)
         later = now + timedelta(seconds=settings.poll_tick_seconds)
         if account is not None and account.paused_until and account.paused_until > later:
             later = account.paused_until
