@@ -77,6 +77,3 @@ def _fresh_process(**_: Any) -> None:
 def _close_process(**_: Any) -> None:
     close_resources()
     reset_engine()
-
-
-logging.getLogger("mentionsync").debug("celery app configured")

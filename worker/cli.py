@@ -12,7 +12,6 @@ from typing import Any, TextIO
 import click
 import orjson
 from rich.console import Console
-from rich.table import Table
 
 from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, utcnow
 from worker.config import get_settings
@@ -207,12 +206,6 @@ def run(concurrency: int | None, loglevel: str) -> None:
     app.worker_main(argv)
 
 
-def _count_active(session: Any) -> int:
-    from sqlalchemy import func, select
-
-    return session.scalar(select(func.count()).where(TrackedId.state.in_(ACTIVE_STATES))) or 0
-
-
 def _next_due(session: Any) -> datetime | None:
     from sqlalchemy import func, select
 
@@ -243,6 +236,7 @@ def sync(until_done: bool, timeout: float | None) -> None:
     """
     from worker.db import session_scope
     from worker.poller import claim_batches, process_claim
+    from worker.status import count_active
 
     settings = get_settings()
     started = time.monotonic()
@@ -260,7 +254,7 @@ def sync(until_done: bool, timeout: float | None) -> None:
                 break
             continue
         with session_scope() as session:
-            remaining = _count_active(session)
+            remaining = count_active(session)
             next_due = _next_due(session)
             vendors = _active_vendors(session)
         if not until_done or remaining == 0:
@@ -279,7 +273,7 @@ def sync(until_done: bool, timeout: float | None) -> None:
             wait = min(wait, max(0.0, timeout - (time.monotonic() - started)))
         time.sleep(wait)
     with session_scope() as session:
-        remaining = _count_active(session)
+        remaining = count_active(session)
     err.print(f"polled {polled} times; {remaining} ids pending", highlight=False)
     if until_done and remaining:
         sys.exit(EXIT_TIMEOUT)
@@ -288,84 +282,19 @@ def sync(until_done: bool, timeout: float | None) -> None:
 # --- status / retry --------------------------------------------------------------------
 
 
-def _render_status(report: dict[str, Any]) -> None:
-    vendors = list(report["counts"])
-    table = Table(title="tracked ids")
-    table.add_column("state")
-    for vendor in vendors:
-        table.add_column(vendor, justify="right")
-    table.add_column("all", justify="right", style="bold")
-    for state in TrackedState:
-        table.add_row(
-            state.value,
-            *(str(report["counts"][v][state.value]) for v in vendors),
-            str(report["totals"][state.value]),
-        )
-    table.add_row(
-        "total",
-        *(str(sum(report["counts"][v].values())) for v in vendors),
-        str(report["total"]),
-        style="bold",
-    )
-    out.print(table)
-
-    def line(label: str, item: dict[str, Any] | None, key: str) -> None:
-        if item is None:
-            out.print(f"{label}: none")
-        else:
-            out.print(
-                f"{label}: {item['vendor']} {item['external_id']} ({key} {item[key]})",
-                highlight=False,
-            )
-
-    out.print(f"pending: {report['pending']}")
-    line("oldest pending", report["oldest_pending"], "registered_at")
-    line("nearest deadline", report["nearest_deadline"], "deadline_at")
-    risk = report["at_risk"]
-    style = "red" if risk["count"] else "green"
-    out.print(
-        f"[{style}]at risk (deadline within {risk['hours']:g} h, not archived): {risk['count']}[/]"
-    )
-    for item in risk["ids"]:
-        out.print(
-            f"  {item['vendor']} {item['external_id']} deadline {item['deadline_at']}",
-            highlight=False,
-        )
-    lost = report["lost_to_expiry"]
-    out.print(f"[{'red' if lost['count'] else 'green'}]lost to expiry (410): {lost['count']}[/]")
-    for item in lost["ids"]:
-        out.print(f"  {item['vendor']} {item['external_id']}", highlight=False)
-    errors = report["errors"]
-    if errors["count"]:
-        out.print(f"[red]gave up after retries (error): {errors['count']}[/] — `mentionsync retry`")
-        for item in errors["ids"]:
-            out.print(
-                f"  {item['vendor']} {item['external_id']}: {item['last_error']}", highlight=False
-            )
-    if report["quarantined"]:
-        out.print(f"[yellow]quarantined bodies: {report['quarantined']}[/]")
-    for vendor, account in report["accounts"].items():
-        state = account["paused"] or "polling"
-        out.print(
-            f"{vendor}: key {'set' if account['configured'] else 'MISSING'} "
-            f"(fingerprint {account['key_fingerprint']}), {account['base_url']}: {state}",
-            highlight=False,
-        )
-
-
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Counts by vendor and state, oldest pending, deadlines, ids at risk or lost."""
     from worker.db import session_scope
-    from worker.status import collect_status
+    from worker.status import collect_status, render_status
 
     with session_scope() as session:
         report = collect_status(session, get_settings(), utcnow())
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
-        _render_status(report)
+        render_status(report, out)
 
 
 @main.command()

@@ -20,12 +20,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import (
-    ACTIVE_STATES,
     Ask,
     AskBrandMention,
     JobExecution,
     JobExecutionEntity,
-    TrackedId,
     Vendor,
     utcnow,
 )
@@ -56,7 +54,7 @@ def run_demo(directory: Path, *, asks: int, executions: int, timeout: float) -> 
     from worker.db import reset_engine, session_scope
     from worker.migrate import upgrade
     from worker.registry import label_arguments, register
-    from worker.status import collect_status
+    from worker.status import collect_status, count_active, render_status
 
     directory.mkdir(parents=True, exist_ok=True)
     for stale in (
@@ -114,10 +112,7 @@ def run_demo(directory: Path, *, asks: int, executions: int, timeout: float) -> 
         while time.monotonic() - started < timeout:
             time.sleep(1.0)
             with session_scope() as session:
-                pending = (
-                    session.scalar(select(func.count()).where(TrackedId.state.in_(ACTIVE_STATES)))
-                    or 0
-                )
+                pending = count_active(session)
             console.print(
                 f"  {time.monotonic() - started:5.1f}s  pending: {pending}", highlight=False
             )
@@ -132,10 +127,8 @@ def run_demo(directory: Path, *, asks: int, executions: int, timeout: float) -> 
                 worker.kill()
         stop_simulator()
 
-    from worker.cli import _render_status
-
     with session_scope() as session:
-        _render_status(collect_status(session, settings, utcnow()))
+        render_status(collect_status(session, settings, utcnow()), console)
         _show_rows(session)
     console.print(
         f"\nThe archive is {directory / 'mentionsync.db'}. Look around with:\n"

@@ -10,6 +10,8 @@ from typing import Protocol
 
 import httpx
 
+from worker.config import Settings
+
 
 class RateLimiter(Protocol):
     def acquire(self) -> object:
@@ -29,5 +31,6 @@ class Unlimited:
         return None
 
 
-def build_limiter(settings: object, vendor: str) -> RateLimiter:
+def build_limiter(settings: Settings, vendor: str) -> RateLimiter:
+    """The budget a vendor client calls around each request (shared budgets: issue 3)."""
     return Unlimited()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -103,3 +105,74 @@ def collect_status(session: Session, settings: Settings, now: datetime) -> dict[
         "quarantined": session.scalar(select(func.count()).select_from(QuarantinedPayload)) or 0,
         "accounts": accounts,
     }
+
+
+def count_active(session: Session) -> int:
+    """Ids not yet in a final state."""
+    return session.scalar(select(func.count()).where(TrackedId.state.in_(ACTIVE_STATES))) or 0
+
+
+def render_status(report: dict[str, Any], out: Console) -> None:
+    """The human-readable `mentionsync status`."""
+    vendors = list(report["counts"])
+    table = Table(title="tracked ids")
+    table.add_column("state")
+    for vendor in vendors:
+        table.add_column(vendor, justify="right")
+    table.add_column("all", justify="right", style="bold")
+    for state in TrackedState:
+        table.add_row(
+            state.value,
+            *(str(report["counts"][v][state.value]) for v in vendors),
+            str(report["totals"][state.value]),
+        )
+    table.add_row(
+        "total",
+        *(str(sum(report["counts"][v].values())) for v in vendors),
+        str(report["total"]),
+        style="bold",
+    )
+    out.print(table)
+
+    def line(label: str, item: dict[str, Any] | None, key: str) -> None:
+        if item is None:
+            out.print(f"{label}: none")
+        else:
+            out.print(
+                f"{label}: {item['vendor']} {item['external_id']} ({key} {item[key]})",
+                highlight=False,
+            )
+
+    out.print(f"pending: {report['pending']}")
+    line("oldest pending", report["oldest_pending"], "registered_at")
+    line("nearest deadline", report["nearest_deadline"], "deadline_at")
+    risk = report["at_risk"]
+    style = "red" if risk["count"] else "green"
+    out.print(
+        f"[{style}]at risk (deadline within {risk['hours']:g} h, not archived): {risk['count']}[/]"
+    )
+    for item in risk["ids"]:
+        out.print(
+            f"  {item['vendor']} {item['external_id']} deadline {item['deadline_at']}",
+            highlight=False,
+        )
+    lost = report["lost_to_expiry"]
+    out.print(f"[{'red' if lost['count'] else 'green'}]lost to expiry (410): {lost['count']}[/]")
+    for item in lost["ids"]:
+        out.print(f"  {item['vendor']} {item['external_id']}", highlight=False)
+    errors = report["errors"]
+    if errors["count"]:
+        out.print(f"[red]gave up after retries (error): {errors['count']}[/] — `mentionsync retry`")
+        for item in errors["ids"]:
+            out.print(
+                f"  {item['vendor']} {item['external_id']}: {item['last_error']}", highlight=False
+            )
+    if report["quarantined"]:
+        out.print(f"[yellow]quarantined bodies: {report['quarantined']}[/]")
+    for vendor, account in report["accounts"].items():
+        state = account["paused"] or "polling"
+        out.print(
+            f"{vendor}: key {'set' if account['configured'] else 'MISSING'} "
+            f"(fingerprint {account['key_fingerprint']}), {account['base_url']}: {state}",
+            highlight=False,
+        )
