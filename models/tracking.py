@@ -98,6 +98,7 @@ class TrackedId(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     consecutive_errors: Mapped[int] = mapped_column(Integer, server_default="0")
     not_found_streak: Mapped[int] = mapped_column(Integer, server_default="0")
+    invalid_payload_streak: Mapped[int] = mapped_column(Integer, server_default="0")
     last_http_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_polled_at: Mapped[datetime | None]

@@ -122,6 +122,9 @@ class _Simulator:
             ("error", "reset", "malformed", "huge", "storm", "latency_spike"), 0
         )
         self.per_key: dict[str, dict[str, int]] = {}
+        # When each id was asked for (wall clock, at arrival): lets a test compare
+        # fetches with the moment the worker recorded the id final.
+        self.request_log: dict[str, dict[str, list[float]]] = {v: {} for v in VENDORS}
         self.key_labels: dict[str, str] = {}
         self.seq = 0
 
@@ -144,6 +147,7 @@ class _Simulator:
 
     async def ask(self, request: Request) -> Response:
         """``GET /v1/ask/{id}`` (MentionsAPI)."""
+        self._log_request(MENTIONSAPI, request.path_params.get("id", ""))
         await self._delay()
         self.requests += 1
         auth = request.headers.get("authorization", "")
@@ -162,6 +166,7 @@ class _Simulator:
 
     async def job_execution(self, request: Request) -> Response:
         """``GET /api/v1/job-executions/{id}`` (MentionLab)."""
+        self._log_request(MENTIONLAB, request.path_params.get("id", ""))
         await self._delay()
         self.requests += 1
         headers = request.headers
@@ -208,6 +213,10 @@ class _Simulator:
                 return self._send(status, mangled, headers)
         self.final_served.add(pkey)
         return self._send(status, body, headers)
+
+    def _log_request(self, vendor: str, id: str) -> None:
+        key = self.dataset.canonical_id(vendor, id)
+        self.request_log[vendor].setdefault(key, []).append(time.time())
 
     # ---------------------------------------------------------------- gate: limits and faults
 
@@ -402,6 +411,9 @@ class _Simulator:
     async def stats_route(self, request: Request) -> Response:
         return ORJSONResponse(self.stats())
 
+    async def requests_route(self, request: Request) -> Response:
+        return ORJSONResponse(self.request_log)
+
     async def reset_route(self, request: Request) -> Response:
         self.reset()
         return ORJSONResponse({"ok": True})
@@ -448,6 +460,7 @@ def create_app(config: SimConfig | None = None) -> Starlette:
         Route("/_sim/dataset", sim.dataset_ids, methods=["GET"]),
         Route("/_sim/truth/{vendor}/{id}", sim.truth, methods=["GET"]),
         Route("/_sim/stats", sim.stats_route, methods=["GET"]),
+        Route("/_sim/requests", sim.requests_route, methods=["GET"]),
         Route("/_sim/reset", sim.reset_route, methods=["POST"]),
         Route("/_sim/config", sim.config_route, methods=["GET"]),
     ]

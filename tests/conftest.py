@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import Engine
 
@@ -42,8 +43,14 @@ BASE_ENV = {
     "RETRY_BASE_SECONDS": "0.1",
     "RETRY_MAX_SECONDS": "1",
     "LOG_LEVEL": "INFO",
+    # The simulator only limits when a test asks it to; keep our budget out of the way.
+    "MENTIONSAPI_RATE_LIMIT": "5000",
+    "MENTIONSAPI_RATE_BURST": "5000",
+    "MENTIONLAB_RATE_LIMIT": "5000",
+    "MENTIONLAB_RATE_BURST": "5000",
 }
 os.environ.update(BASE_ENV)
+_PRISTINE_ENV = dict(os.environ)
 
 from models import metadata  # noqa: E402
 from worker.config import get_settings  # noqa: E402
@@ -83,11 +90,16 @@ def apply_env(**overrides: str) -> None:
 @pytest.fixture(autouse=True)
 def clean_state(database: str) -> Iterator[None]:
     """Each test starts with empty tables and the base environment."""
-    apply_env(**BASE_ENV)
+    # Whatever an earlier test configured is forgotten, not only the base keys.
+    os.environ.clear()
+    os.environ.update(_PRISTINE_ENV)
+    apply_env()
     engine = get_engine()
     names = ", ".join(f'"{t.name}"' for t in reversed(metadata.sorted_tables))
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    # Rate budgets and queued messages of an earlier test must not leak into this one.
+    redis.Redis.from_url(REDIS_URL).flushdb()
     yield
     close_resources()
 

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from models import (
+    ACTIVE_STATES,
     Ask,
     AskBrandMention,
     AskCitation,
@@ -19,8 +20,12 @@ from models import (
     JobExecutionEntity,
     JobExecutionSource,
     TrackedId,
+    Vendor,
 )
+from simulator import Dataset
+from worker.config import get_settings
 from worker.db import session_scope
+from worker.registry import label_arguments, register
 
 MENTIONSYNC = str(Path(sys.executable).parent / "mentionsync")
 ARCHIVE_MODELS = (
@@ -83,3 +88,30 @@ def wasted_polls(stats: dict[str, Any]) -> int:
     """
     by_status = stats["polls_after_final_by_status"]
     return sum(n for status, n in by_status.items() if status != "404")
+
+
+def register_dataset(dataset: Dataset, asks: int, executions: int) -> None:
+    """Track the simulator's first `asks` ask ids and `executions` job executions."""
+    settings = get_settings()
+    with session_scope() as session:
+        register(
+            session, Vendor.MENTIONSAPI, label_arguments(dataset.ask_ids(asks)), settings=settings
+        )
+    by_project: dict[str, list[str]] = {}
+    for project, run in dataset.execution_ids(executions):
+        by_project.setdefault(project, []).append(run)
+    for project, ids in by_project.items():
+        with session_scope() as session:
+            register(
+                session,
+                Vendor.MENTIONLAB,
+                label_arguments(ids),
+                settings=settings,
+                project_id=project,
+            )
+
+
+def pending() -> int:
+    """Tracked ids not final yet."""
+    with session_scope() as session:
+        return session.scalar(select(func.count()).where(TrackedId.state.in_(ACTIVE_STATES))) or 0

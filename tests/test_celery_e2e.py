@@ -12,46 +12,20 @@ from pathlib import Path
 
 import httpx
 import redis
-from sqlalchemy import func, select
 
-from models import ACTIVE_STATES, TrackedId, Vendor
 from simulator import Dataset
 from tests.conftest import REDIS_URL
 from tests.expected import check_everything
-from tests.helpers import wasted_polls
-from worker.config import get_settings
+from tests.helpers import pending, register_dataset, wasted_polls
 from worker.db import session_scope
-from worker.registry import label_arguments, register
 
 SEED = 5
-
-
-def pending() -> int:
-    with session_scope() as session:
-        return session.scalar(select(func.count()).where(TrackedId.state.in_(ACTIVE_STATES))) or 0
 
 
 def test_celery_worker_and_beat_archive_a_mixed_set(sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     base_url = sim(seed=SEED, max_pending_polls=2)
     redis.Redis.from_url(REDIS_URL).flushdb()
-    dataset = Dataset(seed=SEED)
-    settings = get_settings()
-    with session_scope() as session:
-        register(
-            session, Vendor.MENTIONSAPI, label_arguments(dataset.ask_ids(150)), settings=settings
-        )
-    by_project: dict[str, list[str]] = {}
-    for project, run in dataset.execution_ids(150):
-        by_project.setdefault(project, []).append(run)
-    for project, ids in by_project.items():
-        with session_scope() as session:
-            register(
-                session,
-                Vendor.MENTIONLAB,
-                label_arguments(ids),
-                settings=settings,
-                project_id=project,
-            )
+    register_dataset(Dataset(seed=SEED), asks=150, executions=150)
 
     log = (tmp_path / "celery.log").open("w")
     worker = subprocess.Popen(

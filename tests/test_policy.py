@@ -16,6 +16,7 @@ NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 SETTINGS = Settings(
     max_attempts=3,
     not_found_confirmations=3,
+    invalid_payload_attempts=3,
     poll_interval_seconds=20,
     poll_max_interval_seconds=300,
     retry_base_seconds=2,
@@ -34,6 +35,7 @@ def view(**kw: object) -> TrackedView:
         "attempts": 0,
         "consecutive_errors": 0,
         "not_found_streak": 0,
+        "invalid_payload_streak": 0,
         "remote_created_at": None,
     }
     base.update(kw)
@@ -124,12 +126,30 @@ def test_not_found_past_the_deadline_is_expiry() -> None:
     [
         (Action.EXPIRE, TrackedState.EXPIRED),
         (Action.REJECT, TrackedState.INVALID),
-        (Action.QUARANTINE, TrackedState.INVALID_PAYLOAD),
     ],
 )
 def test_final_outcomes(action: Action, state: TrackedState) -> None:
     u = apply(Outcome(action, 410))
     assert (u["state"], u["final_at"], u["lease_token"]) == (state, NOW, None)
+
+
+def test_unarchivable_body_is_fetched_again_before_invalid_payload() -> None:
+    # SETTINGS.invalid_payload_attempts is 3: two re-fetches, then give up.
+    # Transient errors in between have their own counter and do not add up.
+    u = apply(Outcome(Action.QUARANTINE, 200), consecutive_errors=2)
+    assert (u["state"], u["invalid_payload_streak"], "final_at" in u) == (
+        TrackedState.POLLING,
+        1,
+        False,
+    )
+    assert "consecutive_errors" not in u and u["next_poll_at"] > NOW
+    u = apply(Outcome(Action.QUARANTINE, 200), invalid_payload_streak=2)
+    assert (u["state"], u["final_at"]) == (TrackedState.INVALID_PAYLOAD, NOW)
+    # A good body ends the streak.
+    assert (
+        apply(Outcome(Action.POLL_LATER, 202), invalid_payload_streak=2)["invalid_payload_streak"]
+        == 0
+    )
 
 
 def test_archive_records_the_vendor_creation_time() -> None:

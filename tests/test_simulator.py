@@ -601,3 +601,15 @@ def test_cli_builds_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (host, port) == ("127.0.0.1", 9911)
     assert (config.seed, config.rate_limit, config.error_rate) == (4, 20.0, 0.1)
     assert config.max_pending_polls == 2
+
+
+def test_request_log_records_each_fetch_time(ds: Dataset) -> None:
+    client = make_client(max_pending_polls=0)
+    ask_id = find(ds, MA, "succeeded")[1]
+    before = time.time()
+    for _ in range(2):
+        client.get(f"/v1/ask/{ask_id}", headers=MA_KEY)
+    log = client.get("/_sim/requests").json()
+    assert list(log[MA]) == [ask_id] and len(log[MA][ask_id]) == 2
+    assert before <= log[MA][ask_id][0] <= log[MA][ask_id][1] <= time.time()
+    assert log["mentionlab"] == {}

@@ -324,6 +324,7 @@ def retry(states: tuple[str, ...], vendor: str | None) -> None:
             lease_token=None,
             consecutive_errors=0,
             not_found_streak=0,
+            invalid_payload_streak=0,
             final_at=None,
         )
     )

@@ -36,6 +36,16 @@ class Settings(BaseSettings):
     mentionlab_base_url: str = "https://api.mentionlab.io"
     mentionlab_api_key: SecretStr | None = None
 
+    # Request budget per key (requests/s and burst). Unset: learned from the
+    # X-RateLimit-Limit header through the documented plans, safe until then.
+    mentionsapi_rate_limit: float | None = Field(None, gt=0)
+    mentionsapi_rate_burst: float | None = Field(None, ge=1)
+    mentionlab_rate_limit: float | None = Field(None, gt=0)
+    mentionlab_rate_burst: float | None = Field(None, ge=1)
+    rate_limit_local_share: float = Field(
+        0.25, gt=0, le=1, description="Share of a key's budget one process uses without Redis."
+    )
+
     # Scheduling.
     poll_tick_seconds: float = Field(5.0, gt=0, description="How often beat claims due ids.")
     poll_interval_seconds: float = Field(
@@ -58,7 +68,13 @@ class Settings(BaseSettings):
     not_found_confirmations: int = Field(
         3, ge=1, description="404s in a row before an id is recorded not_found."
     )
+    invalid_payload_attempts: int = Field(
+        3, ge=1, description="Unarchivable bodies in a row before `invalid_payload`."
+    )
     not_found_recheck_seconds: float = Field(60.0, gt=0)
+    db_outage_seconds: float = Field(
+        60.0, ge=0, description="How long a fetched batch waits for the database to return."
+    )
     auth_recheck_seconds: float = Field(
         900.0, gt=0, description="How often a rejected key is tried again."
     )
@@ -91,6 +107,16 @@ class Settings(BaseSettings):
 
     def api_key(self, vendor: str) -> SecretStr | None:
         return self.mentionsapi_api_key if vendor == "mentionsapi" else self.mentionlab_api_key
+
+    def rate_limit(self, vendor: str) -> float | None:
+        return (
+            self.mentionsapi_rate_limit if vendor == "mentionsapi" else self.mentionlab_rate_limit
+        )
+
+    def rate_burst(self, vendor: str) -> float | None:
+        return (
+            self.mentionsapi_rate_burst if vendor == "mentionsapi" else self.mentionlab_rate_burst
+        )
 
     def key_fingerprint(self, vendor: str) -> str:
         return fingerprint(self.api_key(vendor))

@@ -46,6 +46,13 @@ def demo_environment(directory: Path, base_url: str) -> dict[str, str]:
         "POLL_INTERVAL_SECONDS": "1",
         "NOT_FOUND_RECHECK_SECONDS": "1",
         "BATCH_SIZE": "25",
+        # The demo simulator plays an Enterprise plan on both vendors.
+        "MENTIONSAPI_RATE_LIMIT": "500",
+        "MENTIONSAPI_RATE_BURST": "1000",
+        "MENTIONLAB_RATE_LIMIT": "100",
+        "MENTIONLAB_RATE_BURST": "100",
+        # No Redis here: the two worker processes split each budget.
+        "RATE_LIMIT_LOCAL_SHARE": "0.5",
     }
 
 

@@ -28,7 +28,7 @@ class Action(enum.StrEnum):
     CONFIRM_NOT_FOUND = "confirm_not_found"  # 404: not_found after N in a row
     EXPIRE = "expire"  # 410: past retention; a recorded loss
     REJECT = "reject"  # the vendor says the id itself is invalid
-    QUARANTINE = "quarantine"  # body cannot be archived: keep it raw, with the reason
+    QUARANTINE = "quarantine"  # body cannot be archived: keep it raw; re-fetch, then give up
 
 
 TRANSPORT_ERROR = "transport"  # connect error, timeout, reset: no HTTP status
@@ -107,6 +107,7 @@ class TrackedView:
     attempts: int
     consecutive_errors: int
     not_found_streak: int
+    invalid_payload_streak: int
     remote_created_at: datetime | None
 
 
@@ -162,14 +163,25 @@ def plan(
     match outcome.action:
         case Action.ARCHIVE:
             assert outcome.final_state is not None
-            update.update(archived_at=now, consecutive_errors=0, not_found_streak=0)
+            update.update(
+                archived_at=now, consecutive_errors=0, not_found_streak=0, invalid_payload_streak=0
+            )
             return final(outcome.final_state)
         case Action.EXPIRE:
             return final(TrackedState.EXPIRED)
         case Action.REJECT:
             return final(TrackedState.INVALID)
         case Action.QUARANTINE:
-            return final(TrackedState.INVALID_PAYLOAD)
+            # The body is kept either way (quarantined_payloads). A truncated body or
+            # a proxy's HTML page is often a glitch, so fetch again a few times
+            # before calling the answer itself unarchivable.
+            streak = tracked.invalid_payload_streak + 1
+            update["invalid_payload_streak"] = streak
+            if streak >= settings.invalid_payload_attempts:
+                return final(TrackedState.INVALID_PAYLOAD)
+            delay = retry_delay(streak, None, settings, rng)
+            update.update(state=TrackedState.POLLING, next_poll_at=now + timedelta(seconds=delay))
+            return update
         case Action.CONFIRM_NOT_FOUND:
             deadline = update.get("deadline_at", tracked.deadline_at)
             if now >= deadline:
@@ -187,6 +199,7 @@ def plan(
                 state=TrackedState.POLLING,
                 consecutive_errors=0,
                 not_found_streak=0,
+                invalid_payload_streak=0,
                 last_error=None,
                 next_poll_at=now + timedelta(seconds=pending_delay(attempts, settings, rng)),
             )

@@ -11,14 +11,14 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from sqlalchemy import and_, bindparam, func, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from models import (
@@ -52,6 +52,7 @@ _VIEW_COLUMNS = (
     TrackedId.attempts,
     TrackedId.consecutive_errors,
     TrackedId.not_found_streak,
+    TrackedId.invalid_payload_streak,
     TrackedId.remote_created_at,
 )
 
@@ -215,9 +216,12 @@ def process_claim(claim: Claim) -> BatchReport:
     outcomes = fetch_all(claim.vendor, views)
     now = utcnow()
     try:
-        with session_scope() as session:
-            report.rows_written = apply_outcomes(session, claim, views, outcomes, now=now)
+        report.rows_written = _write_surviving_outages(
+            lambda session: apply_outcomes(session, claim, views, outcomes, now=now), settings
+        )
     except DBAPIError as exc:
+        if is_disconnect(exc):
+            raise  # still unreachable: the task retries; the lease keeps the ids safe
         # One bad answer must not sink its batch: store each id on its own, and
         # quarantine the one the database refuses.
         log.warning(
@@ -230,11 +234,42 @@ def process_claim(claim: Claim) -> BatchReport:
     return _finish(report, started)
 
 
+def is_disconnect(exc: DBAPIError) -> bool:
+    return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+
+
+def _write_surviving_outages(write: Callable[[Session], int], settings: Settings) -> int:
+    """Run one write transaction, retrying while the database is unreachable.
+
+    The answers are already fetched and only live in memory: waiting out a
+    Postgres restart here keeps them, where failing the task would fetch again.
+    """
+    deadline = time.monotonic() + settings.db_outage_seconds
+    delay = 0.5
+    while True:
+        try:
+            with session_scope() as session:
+                return write(session)
+        except DBAPIError as exc:
+            if not is_disconnect(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning(
+                "database unreachable, keeping the fetched batch and retrying in %.1fs: %s",
+                delay,
+                _short(exc),
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def fetch_all(vendor: Vendor, views: Sequence[TrackedView]) -> list[Outcome]:
     """Fetch every id of a batch concurrently over the process's pooled client."""
     res = get_resources()
     client = res.clients[vendor]
     stop: list[Outcome] = []  # first outcome that makes further requests pointless
+    # Waiting for rate-budget slots must not outlast the lease, or another sweep
+    # would claim (and fetch) the same ids again.
+    deadline = time.monotonic() + res.settings.lease_seconds * 0.5
 
     def fetch(view: TrackedView) -> Outcome:
         if stop:
@@ -246,8 +281,8 @@ def fetch_all(vendor: Vendor, views: Sequence[TrackedView]) -> list[Outcome]:
                 retry_after=blocked.retry_after,
             )
         target = Target(view.vendor, view.external_id, view.project_id)
-        outcome = client.fetch(target, utcnow())
-        if outcome.action in (Action.PAUSE_ACCOUNT, Action.THROTTLE):
+        outcome = client.fetch(target, utcnow(), max_wait=deadline - time.monotonic())
+        if outcome.action is Action.PAUSE_ACCOUNT:
             stop.append(outcome)
         return outcome
 
@@ -314,7 +349,13 @@ def _update_account(
     refused = next(
         (o for o in outcomes if o.action is Action.PAUSE_ACCOUNT and o.http_status), None
     )
-    throttled = [o.retry_after or 1.0 for o in outcomes if o.action is Action.THROTTLE]
+    # Only a vendor's 429 pauses claiming; a budget slot further away than the
+    # batch could wait just reschedules its ids.
+    throttled = [
+        o.retry_after or 1.0
+        for o in outcomes
+        if o.action is Action.THROTTLE and o.http_status is not None
+    ]
     works = any(o.action in _KEY_WORKS for o in outcomes)
     if not (refused or throttled or works):
         return
@@ -360,6 +401,8 @@ def _apply_one_by_one(
             with session_scope() as session:
                 written += apply_outcomes(session, claim, [view], [outcome], now=now)
         except DBAPIError as exc:
+            if is_disconnect(exc):
+                raise
             reason = f"invalid payload: the database refused the rows: {_short(exc)}"
             log.error(
                 "quarantined %s %s: %s",

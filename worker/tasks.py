@@ -6,12 +6,12 @@ import logging
 
 from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy.exc import OperationalError as DatabaseError
+from sqlalchemy.exc import DBAPIError
 
 from models import Vendor, utcnow
 from worker.app import app
 from worker.db import session_scope
-from worker.poller import Claim, claim_batches, process_claim
+from worker.poller import Claim, claim_batches, is_disconnect, process_claim
 from worker.resources import get_resources
 from worker.schedule import DISPATCH_TASK
 
@@ -64,9 +64,15 @@ def fetch_batch(self: Task, vendor: str, token: str, ids: list[int]) -> int:
     """Fetch and store one claimed batch. Only ids still leased to `token` are touched."""
     try:
         report = process_claim(Claim(Vendor(vendor), token, ids))
-    except DatabaseError as exc:
+    except DBAPIError as exc:
+        if not is_disconnect(exc):
+            raise
         # Postgres restarting: the pool reconnects (pre-ping); try again shortly.
         # If this keeps failing, the lease expires and the ids are re-claimed.
-        log.warning("database unavailable, retrying batch: %s", exc.orig or exc)
+        log.warning(
+            "database unavailable, retrying batch: %s",
+            exc.orig or exc,
+            extra={"vendor": vendor, "count": len(ids)},
+        )
         raise self.retry(exc=exc, countdown=5) from exc
     return report.processed

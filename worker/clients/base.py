@@ -103,13 +103,21 @@ class VendorClient(ABC):
     def error_reason(self, raw: RawResponse) -> str:
         """A one-line description of an error response, from the vendor's envelope."""
 
-    def fetch(self, target: Target, fetched_at: datetime) -> Outcome:
+    def fetch(self, target: Target, fetched_at: datetime, max_wait: float = 60.0) -> Outcome:
+        """One request for one id, if the key's rate budget has a slot within max_wait."""
+        wait = self.limiter.acquire(max_wait)
+        if wait is not None:
+            return Outcome(
+                Action.THROTTLE,
+                None,
+                reason=f"not sent: the {self.vendor} rate budget has no slot for {wait:.1f}s",
+                retry_after=wait,
+            )
         raw = self.get(target)
         return self.interpret(target, raw, fetched_at)
 
     def get(self, target: Target) -> RawResponse:
         url = self.url(target)
-        key = self.limiter.acquire()
         started = time.monotonic()
         try:
             with self.http.stream("GET", url, headers=self.headers(target)) as response:
@@ -132,7 +140,7 @@ class VendorClient(ABC):
                 f"{type(exc).__name__}: {exc}",
                 time.monotonic() - started,
             )
-        self.limiter.observe(key, raw.status, raw.headers)
+        self.limiter.observe(raw.status, raw.headers)
         return raw
 
     def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:

@@ -1,0 +1,162 @@
+"""The shared rate budget: reservations in real Redis, shared across processes,
+paused by 429s without a herd, synced to the vendor's headers, and still working
+(per process) while Redis is down. No wall-clock timing is asserted: the tests
+read the waits the budget hands out."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import socket
+import uuid
+
+import httpx
+import pytest
+import redis
+
+from models import Vendor
+from tests.conftest import REDIS_URL
+from worker.ratelimit import (
+    HEADROOM,
+    Budget,
+    KeyBudget,
+    LocalBucket,
+    SharedBucket,
+    budget_from_headers,
+    pause_seconds,
+)
+
+BUDGET = Budget(rate=10.0, burst=3.0)
+INTERVAL = 1 / BUDGET.effective_rate
+
+
+def shared(key: str | None = None, url: str = REDIS_URL) -> SharedBucket:
+    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return SharedBucket(client, key or f"test:rl:{uuid.uuid4().hex}", local_share=0.25)
+
+
+def _reserve_many(key: str, n: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    bucket = shared(key)
+    out.put([bucket.reserve(BUDGET, 3600) for _ in range(n)])
+
+
+def test_burst_then_one_slot_per_interval() -> None:
+    bucket = shared()
+    waits = [bucket.reserve(BUDGET, 3600) for _ in range(8)]
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    # Slot k (after the burst) is (k - burst + 1) intervals away, give or take
+    # the few milliseconds these calls take.
+    for k, wait in enumerate(waits[3:], start=1):
+        assert wait == pytest.approx(k * INTERVAL, abs=0.02)
+
+
+def test_processes_sharing_a_key_never_get_the_same_slot() -> None:
+    key = f"test:rl:{uuid.uuid4().hex}"
+    ctx = multiprocessing.get_context("spawn")
+    out: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
+    procs = [ctx.Process(target=_reserve_many, args=(key, 25, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    waits = sorted(w for _ in procs for w in out.get(timeout=60))
+    for p in procs:
+        p.join(30)
+    assert len(waits) == 100
+    # 100 reservations from 4 processes: one budget, so the last slot is about
+    # (100 - burst) intervals out, not a quarter of that.
+    assert waits[-1] >= (100 - BUDGET.burst) * INTERVAL - 2.0
+    assert sum(1 for w in waits if w == 0.0) <= BUDGET.burst
+
+
+def test_a_reservation_beyond_max_wait_is_refused_and_not_taken() -> None:
+    bucket = shared()
+    for _ in range(3):
+        bucket.reserve(BUDGET, 3600)
+    refused = bucket.reserve(BUDGET, max_wait=0.01)
+    assert refused == pytest.approx(INTERVAL, abs=0.02)
+    # The refused call took no slot: the next caller still gets the first one.
+    assert bucket.reserve(BUDGET, 3600) == pytest.approx(INTERVAL, abs=0.02)
+
+
+def test_pause_holds_everyone_then_releases_one_slot_at_a_time() -> None:
+    key = f"test:rl:{uuid.uuid4().hex}"
+    first, second = shared(key), shared(key)  # two workers on one key
+    first.pause(BUDGET, 5.0)
+    waits = [second.reserve(BUDGET, 3600) for _ in range(4)]
+    assert waits[0] == pytest.approx(5.0, abs=0.05)
+    gaps = [b - a for a, b in itertools.pairwise(waits)]
+    assert gaps == pytest.approx([INTERVAL] * 3, abs=0.02)
+
+
+def test_vendor_remaining_lowers_our_count() -> None:
+    bucket = shared()
+    bucket.sync(BUDGET, remaining=0)  # another client drained the key
+    waits = [bucket.reserve(BUDGET, 3600) for _ in range(3)]
+    assert waits == pytest.approx([INTERVAL, 2 * INTERVAL, 3 * INTERVAL], abs=0.02)
+    # More remaining than we think never raises our count.
+    other = shared()
+    other.reserve(BUDGET, 3600)
+    other.sync(BUDGET, remaining=3)
+    assert other.reserve(BUDGET, 3600) == 0.0
+
+
+def test_dead_redis_falls_back_to_a_local_share(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bucket = shared(url=f"redis://127.0.0.1:{port}/0")
+    with caplog.at_level(logging.WARNING, logger="mentionsync.ratelimit"):
+        waits = [bucket.reserve(BUDGET, 3600) for _ in range(3)]
+    local = Budget(BUDGET.rate * 0.25, 1.0)
+    assert waits[0] == 0.0
+    assert waits[1] == pytest.approx(1 / local.effective_rate, abs=0.02)
+    warnings = [r for r in caplog.records if "Redis unavailable" in r.getMessage()]
+    assert len(warnings) == 1  # said once, not per request
+
+
+def test_local_bucket_with_a_fake_clock() -> None:
+    now = [1000.0]
+    bucket = LocalBucket(clock=lambda: now[0])
+    assert [bucket.reserve(BUDGET, 3600) for _ in range(4)][-1] == pytest.approx(INTERVAL)
+    now[0] += 60  # a minute idle refills the burst, no more
+    assert [bucket.reserve(BUDGET, 3600) for _ in range(3)] == pytest.approx([0.0, 0.0, 0.0])
+    bucket.pause(BUDGET, 2.0)
+    assert bucket.reserve(BUDGET, 3600) == pytest.approx(2.0)
+
+
+def test_budget_from_headers_reads_the_documented_plans() -> None:
+    def h(limit: str) -> httpx.Headers:
+        return httpx.Headers({"X-RateLimit-Limit": limit})
+
+    assert budget_from_headers(Vendor.MENTIONSAPI, h("5")) == Budget(1.0, 5.0)
+    assert budget_from_headers(Vendor.MENTIONSAPI, h("120")) == Budget(60.0, 120.0)
+    assert budget_from_headers(Vendor.MENTIONSAPI, h("64")) == Budget(32.0, 64.0)
+    # MentionLab's docs disagree on the unit: keep the safe rate, take the burst.
+    assert budget_from_headers(Vendor.MENTIONLAB, h("20")) == Budget(2.0, 20.0)
+    for bad in ("", "abc", "0", "-3", "nan", "inf"):
+        assert budget_from_headers(Vendor.MENTIONSAPI, h(bad)) is None
+    assert budget_from_headers(Vendor.MENTIONSAPI, httpx.Headers()) is None
+
+
+def test_pause_comes_from_retry_after_else_reset() -> None:
+    assert pause_seconds(200, httpx.Headers({"Retry-After": "9"}), 0) is None
+    assert pause_seconds(429, httpx.Headers({"Retry-After": "7"}), 0) == 7.0
+    assert pause_seconds(429, httpx.Headers({"X-RateLimit-Reset": "1030"}), 1000.0) == 30.0
+    assert pause_seconds(429, httpx.Headers({"Retry-After": "soon"}), 0) == 1.0
+    assert pause_seconds(429, httpx.Headers(), 0) == 1.0
+
+
+def test_key_budget_learns_from_headers_and_pauses_on_429() -> None:
+    slept: list[float] = []
+    budget = KeyBudget(Vendor.MENTIONSAPI, shared(), configured=None, sleep=slept.append)
+    assert budget.budget == Budget(1.0, 5.0)  # safe until the vendor says otherwise
+    budget.observe(200, httpx.Headers({"X-RateLimit-Limit": "40", "X-RateLimit-Remaining": "39"}))
+    assert budget.budget == Budget(20.0, 40.0)
+    budget.observe(429, httpx.Headers({"Retry-After": "3", "X-RateLimit-Limit": "40"}))
+    refused = budget.acquire(max_wait=1.0)
+    assert refused is not None and refused == pytest.approx(3.0, abs=0.05)
+    assert budget.acquire(max_wait=10.0) is None and slept[-1] == pytest.approx(3.0, abs=0.05)
+    configured = KeyBudget(Vendor.MENTIONLAB, shared(), configured=Budget(50, 50))
+    configured.observe(200, httpx.Headers({"X-RateLimit-Limit": "5"}))
+    assert configured.budget == Budget(50, 50)
+    assert HEADROOM < 1
