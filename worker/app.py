@@ -10,12 +10,13 @@ import logging
 from typing import Any
 
 from celery import Celery, signals
+from kombu import Queue
 
 from worker.config import get_settings
 from worker.db import reset_engine
 from worker.logs import setup_logging
 from worker.resources import close_resources
-from worker.schedule import beat_schedule
+from worker.schedule import DISPATCH_QUEUE, DISPATCH_TASK, beat_schedule
 
 
 def _transport_options(broker_url: str) -> dict[str, Any]:
@@ -41,6 +42,10 @@ app.conf.update(
     accept_content=["json"],
     event_serializer="json",
     task_default_queue="mentionsync",
+    # Sweeps have a queue of their own, which every worker also consumes: a
+    # sweep waits for the next free process, not behind every queued batch.
+    task_queues=(Queue("mentionsync"), Queue(DISPATCH_QUEUE)),
+    task_routes={DISPATCH_TASK: {"queue": DISPATCH_QUEUE}},
     # At-least-once: a message is acknowledged only after its task finished, and
     # a task whose worker process died (SIGKILL, OOM) is requeued, not dropped.
     # Every task is idempotent, so a second delivery only repeats a no-op.

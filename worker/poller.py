@@ -152,6 +152,14 @@ def claim_due(
     return Claim(vendor, token, ids) if ids else None
 
 
+def lease_capacity(settings: Settings, vendor: Vendor) -> int:
+    """Ids in flight at most: MAX_IN_FLIGHT, and no more than the key's rate budget
+    can fetch in half a lease, so queued batches never outlive their leases."""
+    budget = get_resources().clients[vendor].limiter.budget
+    fetchable = int(budget.effective_rate * settings.lease_seconds * 0.5)
+    return min(settings.max_in_flight, max(settings.batch_size, fetchable))
+
+
 def claim_batches(
     session: Session, settings: Settings, *, now: datetime, max_ids: int | None = None
 ) -> tuple[list[Claim], dict[Vendor, str]]:
@@ -164,7 +172,7 @@ def claim_batches(
         if reason is not None:
             waiting[vendor] = reason
             continue
-        room = settings.max_in_flight - in_flight(session, vendor, now)
+        room = lease_capacity(settings, vendor) - in_flight(session, vendor, now)
         if max_ids is not None:
             room = min(room, max_ids)
         if account is not None and account.auth_failed_at is not None:
@@ -183,16 +191,18 @@ def claim_batches(
 # --- Processing -------------------------------------------------------------
 
 
-def load_claim(session: Session, claim: Claim) -> list[TrackedView]:
-    """The claimed ids this batch still owns (a redelivered task may own none)."""
+def load_claim(session: Session, claim: Claim) -> tuple[list[TrackedView], datetime | None]:
+    """The claimed ids this batch still owns (a redelivered task may own none),
+    and when the earliest of their leases expires."""
     rows = session.execute(
-        select(*_VIEW_COLUMNS).where(
+        select(*_VIEW_COLUMNS, TrackedId.next_poll_at).where(
             TrackedId.id.in_(claim.ids),
             TrackedId.lease_token == claim.token,
             TrackedId.state.in_(ACTIVE_STATES),
         )
     ).all()
-    return [TrackedView(*row) for row in rows]
+    lease_expires = min((row[-1] for row in rows), default=None)
+    return [TrackedView(*row[:-1]) for row in rows], lease_expires
 
 
 def process_claim(claim: Claim) -> BatchReport:
@@ -203,7 +213,7 @@ def process_claim(claim: Claim) -> BatchReport:
     report = BatchReport(claim.vendor, len(claim.ids))
 
     with session_scope() as session:
-        views = load_claim(session, claim)
+        views, lease_expires = load_claim(session, claim)
         gate = account_gate(session, claim.vendor, settings, utcnow())
     if not views:
         report.skipped_reason = "lease lost or ids already final"
@@ -213,7 +223,12 @@ def process_claim(claim: Claim) -> BatchReport:
         report.skipped_reason = gate
         return _finish(report, started)
 
-    outcomes = fetch_all(claim.vendor, views)
+    assert lease_expires is not None
+    # Stop waiting for rate-budget slots while a quarter of the lease is left for
+    # the requests in flight and the write: past the lease, another sweep would
+    # claim (and fetch) the same ids again. A batch that sat in the queue has less.
+    seconds_left = (lease_expires - utcnow()).total_seconds() - settings.lease_seconds * 0.25
+    outcomes = fetch_all(claim.vendor, views, send_within=seconds_left)
     now = utcnow()
     try:
         report.rows_written = _write_surviving_outages(
@@ -262,14 +277,13 @@ def _write_surviving_outages(write: Callable[[Session], int], settings: Settings
             delay = min(delay * 2, 5.0)
 
 
-def fetch_all(vendor: Vendor, views: Sequence[TrackedView]) -> list[Outcome]:
-    """Fetch every id of a batch concurrently over the process's pooled client."""
+def fetch_all(vendor: Vendor, views: Sequence[TrackedView], *, send_within: float) -> list[Outcome]:
+    """Fetch every id of a batch concurrently over the process's pooled client;
+    requests with no rate-budget slot within `send_within` seconds are not sent."""
     res = get_resources()
     client = res.clients[vendor]
     stop: list[Outcome] = []  # first outcome that makes further requests pointless
-    # Waiting for rate-budget slots must not outlast the lease, or another sweep
-    # would claim (and fetch) the same ids again.
-    deadline = time.monotonic() + res.settings.lease_seconds * 0.5
+    deadline = time.monotonic() + send_within
 
     def fetch(view: TrackedView) -> Outcome:
         if stop:

@@ -111,22 +111,16 @@ def pause_floor(budget: Budget, seconds: float) -> float:
 
 
 class RateLimiter(Protocol):
+    @property
+    def budget(self) -> Budget:
+        """The key's budget as currently known."""
+
     def acquire(self, max_wait: float) -> float | None:
         """Wait for a request slot. None: send now. A number: the wait that was
         needed, longer than max_wait, so the request was not sent (nor reserved)."""
 
     def observe(self, status: int | None, headers: httpx.Headers) -> None:
         """Learn from a response's rate-limit headers and 429s."""
-
-
-class Unlimited:
-    """No client-side budget (tests of other parts)."""
-
-    def acquire(self, max_wait: float) -> float | None:
-        return None
-
-    def observe(self, status: int | None, headers: httpx.Headers) -> None:
-        return None
 
 
 class LocalBucket:

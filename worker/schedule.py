@@ -7,6 +7,7 @@ from typing import Any
 from worker.config import Settings
 
 DISPATCH_TASK = "mentionsync.dispatch_due"
+DISPATCH_QUEUE = "mentionsync.dispatch"
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
