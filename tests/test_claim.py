@@ -11,7 +11,7 @@ from sqlalchemy import select, text, update
 from models import TrackedId, TrackedState, Vendor
 from worker.config import get_settings
 from worker.db import get_engine, session_scope
-from worker.poller import claim_due, in_flight
+from worker.poller import claim_batches, claim_due, in_flight
 from worker.registry import label_arguments, register
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -122,3 +122,15 @@ def test_claim_never_scans_the_archive(database: str) -> None:
     assert "ix_tracked_ids_due" in plan or "ix_tracked_ids_vendor_state" in plan, plan
     with session_scope() as s:
         assert len(s.scalars(select(TrackedId.id)).all()) == 2000
+
+
+def test_claims_stop_at_what_the_rate_budget_fetches_in_half_a_lease(configure) -> None:  # type: ignore[no-untyped-def]
+    # 2 requests/s (97 % of it aimed at) over half of a 300 s lease: 291 ids.
+    configure(MENTIONSAPI_RATE_LIMIT="2", MENTIONSAPI_RATE_BURST="2", LEASE_SECONDS="300")
+    seed(1000)
+    with session_scope() as s:
+        claims, waiting = claim_batches(s, get_settings(), now=NOW)
+    assert waiting == {}
+    assert sum(len(c.ids) for c in claims if c.vendor is Vendor.MENTIONSAPI) == 291
+    with session_scope() as s:
+        assert claim_batches(s, get_settings(), now=NOW)[0] == []  # still in flight

@@ -13,11 +13,16 @@ import orjson
 from worker.config import Settings
 
 # Header values that must never reach a log line, whatever logged them.
+# The separator covers "name: value", "name=value", {'name': 'value'} and the
+# (b'name', b'value') pairs httpcore logs; any auth scheme word is dropped too.
+_SEPARATOR = r"['\"]?\s*[:=,]\s*(?:(?-i:b)?['\"])?"
+_VALUE = r"[^\s'\",})\]]+"
 _HEADER_PATTERNS = [
-    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer\s+)?[^\s'\",}]+"),
-    re.compile(r"(?i)(x-api-key['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"),
+    re.compile(rf"(?i)(authorization{_SEPARATOR})(?:[A-Za-z][\w-]*\s+)?{_VALUE}"),
+    re.compile(rf"(?i)(x-api-key{_SEPARATOR}){_VALUE}"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-\.]{6,}"),
 ]
+_SECRET_FIELDS = frozenset({"authorization", "x-api-key"})
 # Attributes every record has, plus what formatters add and Celery's own `data`
 # (the arguments its message was formatted from): not worth repeating as extras.
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -38,6 +43,22 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
+def redact_value(value: Any, secrets: list[str]) -> Any:
+    """`redact` through dicts, lists and tuples, keeping their shape."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, bytes):
+        return redact(value.decode("utf-8", "replace"), secrets)
+    if isinstance(value, dict):
+        return {
+            k: "[REDACTED]" if str(k).lower() in _SECRET_FIELDS else redact_value(v, secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(v, secrets) for v in value)
+    return value
+
+
 class RedactingFilter(logging.Filter):
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
@@ -55,8 +76,8 @@ class RedactingFilter(logging.Filter):
             )
             record.exc_info = None
         for key, value in list(record.__dict__.items()):
-            if key not in _STANDARD_ATTRS and isinstance(value, str):
-                setattr(record, key, redact(value, self.secrets))
+            if key not in _STANDARD_ATTRS:
+                setattr(record, key, redact_value(value, self.secrets))
         return True
 
 

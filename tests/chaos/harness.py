@@ -127,8 +127,14 @@ class CeleryProcesses:
             )
         )
 
-    def pool_children(self, name: str) -> list[int]:
-        return children(self.nodes[name].pid)
+    def pool_children(self, name: str, wait: float = 10.0) -> list[int]:
+        """The node's pool processes; a node that just (re)started may have none yet."""
+        deadline = time.monotonic() + wait
+        while not (pids := children(self.nodes[name].pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not pids:
+            raise RuntimeError(f"worker node {name} has no pool processes")
+        return pids
 
     def kill_node(self, name: str) -> int:
         """SIGKILL a whole node, main process and pool children at once."""

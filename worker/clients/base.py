@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,7 @@ import httpx
 
 from models import TrackedState, Vendor
 from worker.config import Settings
+from worker.logs import redact
 from worker.normalize import Normalized, PayloadError, parse_json
 from worker.policy import Action, Outcome, rule_for
 from worker.ratelimit import RateLimiter
@@ -65,6 +67,27 @@ def build_http_client(settings: Settings) -> httpx.Client:
     )
 
 
+def _inflate_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+    """Decode a gzip or deflate body up to cap + 1 bytes, however small it is on the wire.
+
+    httpx inflates each network read whole, so a 64 KiB read can become 64 MiB in
+    memory before any cap applies; here every decompress call is bounded.
+    """
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
+    out = bytearray()
+    try:
+        for chunk in response.iter_raw():
+            out += inflater.decompress(chunk, cap + 1 - len(out))
+            if len(out) > cap:
+                return bytes(out[:cap]), True
+        out += inflater.flush()
+    except zlib.error as exc:
+        raise httpx.DecodingError(f"cannot decode body: {exc}") from None
+    if len(out) > cap:
+        return bytes(out[:cap]), True
+    return bytes(out), False
+
+
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
     value = headers.get("retry-after")
     if value is None:
@@ -114,7 +137,18 @@ class VendorClient(ABC):
                 retry_after=wait,
             )
         raw = self.get(target)
-        return self.interpret(target, raw, fetched_at)
+        return self.scrubbed(self.interpret(target, raw, fetched_at))
+
+    def scrubbed(self, outcome: Outcome) -> Outcome:
+        """The outcome without our key in it: a vendor may echo the key back in an
+        error message or a body, and both end up in the database and in logs."""
+        key = self.settings.api_key(self.vendor)
+        secret = key.get_secret_value() if key else ""
+        if outcome.reason:
+            outcome.reason = redact(outcome.reason, [secret])
+        if secret and outcome.body and secret.encode() in outcome.body:
+            outcome.body = outcome.body.replace(secret.encode(), b"[REDACTED]")
+        return outcome
 
     def get(self, target: Target) -> RawResponse:
         url = self.url(target)
@@ -145,6 +179,9 @@ class VendorClient(ABC):
 
     def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:
         cap = self.settings.max_response_bytes
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            return _inflate_capped(response, cap)
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
             return next(response.iter_bytes(cap), b"")[:cap], True
@@ -174,9 +211,13 @@ class VendorClient(ABC):
             )
         try:
             payload = parse_json(raw.body)
-            return self.interpret_body(target, raw.status, payload, fetched_at)
+            outcome = self.interpret_body(target, raw.status, payload, fetched_at)
         except PayloadError as exc:
             return self.quarantine(raw, str(exc))
+        if outcome.action is Action.ARCHIVE:
+            # Kept as received, for quarantine if the database refuses the rows.
+            outcome.body = raw.body
+        return outcome
 
     @staticmethod
     def quarantine(raw: RawResponse, reason: str) -> Outcome:
