@@ -11,7 +11,6 @@ The good ids of the same batch are archived whatever their neighbours sent.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import tracemalloc
 import zlib
@@ -64,18 +63,6 @@ NASTY = (
     " e\u0301 \U0001d518\U0001d52b\U0001d526 数据库 東京クラウド Самолёт"
     " tab\tnewline\ncr\r </script> ${x} %s %n"
 )
-
-
-@pytest.fixture(autouse=True)
-def _restore_environment(configure: Callable[..., None]) -> Iterator[None]:
-    """Undo `configure`: conftest resets only the variables it sets itself, so a
-    MAX_RESPONSE_BYTES or LOG_FORMAT set here would otherwise reach later tests."""
-    saved = dict(os.environ)
-    yield
-    for name in set(os.environ) - set(saved) - {"PYTEST_CURRENT_TEST"}:
-        del os.environ[name]
-    os.environ.update({k: v for k, v in saved.items() if k != "PYTEST_CURRENT_TEST"})
-    configure()  # rebuild settings, engine and clients from the restored environment
 
 
 # --- the scripted vendor ------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import re
 import secrets
 import socket
@@ -45,18 +44,6 @@ ML_REVOKED = f"ml_live_revoked_{secrets.token_hex(16)}"
 ALL_KEYS = (MA_KEY, ML_KEY, MA_REVOKED, ML_REVOKED)
 FINGERPRINT = re.compile(r"^[0-9a-f]{12}$")
 SEED = 7
-
-
-@pytest.fixture(autouse=True)
-def _restore_environment(configure: Callable[..., None]) -> Iterator[None]:
-    """Undo `configure`: conftest resets only the variables it sets itself, so a
-    MAX_RESPONSE_BYTES or LOG_FORMAT set here would otherwise reach later tests."""
-    saved = dict(os.environ)
-    yield
-    for name in set(os.environ) - set(saved) - {"PYTEST_CURRENT_TEST"}:
-        del os.environ[name]
-    os.environ.update({k: v for k, v in saved.items() if k != "PYTEST_CURRENT_TEST"})
-    configure()  # rebuild settings, engine and clients from the restored environment
 
 
 def leaks(haystack: str | bytes, keys: tuple[str, ...] = ALL_KEYS) -> list[str]:
