@@ -5,6 +5,8 @@ Environment (all optional):
 - BENCH_POSTGRES_URL: server to create the bench database on
   (default postgresql+psycopg://postgres@127.0.0.1:5432/postgres)
 - BENCH_REDIS_URL: broker and shared rate budget (default redis://127.0.0.1:6379/14)
+- BENCH_DATABASE: name of the database the bench drops and recreates
+  (default mentionsync_bench)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -26,14 +28,14 @@ import httpx
 import redis
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import Connection, create_engine, func, make_url, select, text
 from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-BENCH_DB = "mentionsync_bench"
+BENCH_DB = os.environ.get("BENCH_DATABASE", "mentionsync_bench")
 DATABASE_URL = make_url(ADMIN_URL).set(database=BENCH_DB).render_as_string(hide_password=False)
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 MENTIONSAPI_KEY = "lvk_bench_key"
@@ -111,6 +113,60 @@ def count_by_state(database_url: str) -> dict[str, int]:
     finally:
         engine.dispose()
     return {str(getattr(state, "value", state)): int(n) for state, n in rows}
+
+
+@contextlib.contextmanager
+def autocommit(database_url: str) -> Iterator[Connection]:
+    """A connection outside any transaction, for VACUUM, ANALYZE and CHECKPOINT."""
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def in_process_product(database_url: str, **overrides: str) -> Iterator[None]:
+    """Point this process's product settings, engine and resources at `database_url`.
+
+    For scenarios that call product functions directly (no Celery): the bench API
+    keys are set so no vendor is gated, and the rate budgets are set far above any
+    real plan so `lease_capacity` is MAX_IN_FLIGHT, not the budget. Everything is
+    restored (and the cached engine and resources dropped) on exit.
+    """
+    from worker.config import get_settings
+    from worker.db import reset_engine
+    from worker.resources import close_resources
+
+    env = {
+        "DATABASE_URL": database_url,
+        "MENTIONSAPI_API_KEY": MENTIONSAPI_KEY,
+        "MENTIONLAB_API_KEY": MENTIONLAB_KEY,
+        "MENTIONSAPI_RATE_LIMIT": "100000",
+        "MENTIONSAPI_RATE_BURST": "100000",
+        "MENTIONLAB_RATE_LIMIT": "100000",
+        "MENTIONLAB_RATE_BURST": "100000",
+        **overrides,
+    }
+    saved = {name: os.environ.get(name) for name in env}
+
+    def reset() -> None:
+        close_resources()
+        reset_engine()
+        get_settings.cache_clear()
+
+    os.environ.update(env)
+    reset()
+    try:
+        yield
+    finally:
+        reset()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # --- Processes ------------------------------------------------------------------

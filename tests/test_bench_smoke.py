@@ -7,14 +7,20 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from sqlalchemy import text
+
+from tests.conftest import REDIS_URL, ROOT, _admin_engine
+
+
+BENCH_DB = f"mentionsync_bench_smoke_{os.getpid()}"
 
 
 def test_bench_smoke_runs_every_scenario() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke"],
         cwd=ROOT,
-        env=dict(os.environ),
+        # Its own database and the suite's Redis, so parallel runs never collide.
+        env={**os.environ, "BENCH_DATABASE": BENCH_DB, "BENCH_REDIS_URL": REDIS_URL},
         capture_output=True,
         text=True,
         timeout=240,
@@ -23,3 +29,10 @@ def test_bench_smoke_runs_every_scenario() -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "successful req/s" in output and "429 share" in output, output[-4000:]
+
+
+def teardown_module() -> None:
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
+    admin.dispose()
