@@ -10,11 +10,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from bench import ratelimit
+from bench import ratelimit, scheduler, writepath
 from bench.harness import Result, console, print_table
 
 SCENARIOS: dict[str, Callable[[bool], list[Result]]] = {
     "ratelimit": ratelimit.run,
+    "scheduler": scheduler.run,
+    "writepath": writepath.run,
 }
 
 

@@ -11,7 +11,6 @@ from sqlalchemy import text
 
 from tests.conftest import REDIS_URL, ROOT, _admin_engine
 
-
 BENCH_DB = f"mentionsync_bench_smoke_{os.getpid()}"
 
 
