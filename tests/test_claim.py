@@ -134,3 +134,25 @@ def test_claims_stop_at_what_the_rate_budget_fetches_in_half_a_lease(configure) 
     assert sum(len(c.ids) for c in claims if c.vendor is Vendor.MENTIONSAPI) == 291
     with session_scope() as s:
         assert claim_batches(s, get_settings(), now=NOW)[0] == []  # still in flight
+
+
+def test_one_claim_per_tick_split_into_batches_earliest_deadline_first(configure) -> None:  # type: ignore[no-untyped-def]
+    configure(BATCH_SIZE="40", MAX_IN_FLIGHT="100")
+    seed(130)
+    with session_scope() as s:
+        # Deadlines run the opposite way to registration order: ask_00129 is most urgent.
+        s.execute(
+            text("UPDATE tracked_ids SET deadline_at = deadline_at - id * interval '1 minute'")
+        )
+    with session_scope() as s:
+        claims, _ = claim_batches(s, get_settings(), now=NOW)
+    assert [len(c.ids) for c in claims] == [40, 40, 20]  # MAX_IN_FLIGHT, in BATCH_SIZE pieces
+    assert len({c.token for c in claims}) == 1
+    with session_scope() as s:
+        rows = s.execute(select(TrackedId.id, TrackedId.deadline_at, TrackedId.lease_token)).all()
+    deadline = {r.id: r.deadline_at for r in rows}
+    claimed = [i for c in claims for i in c.ids]
+    assert claimed == sorted(claimed, key=lambda i: deadline[i])
+    # The 100 most urgent ids, and no other id, carry the lease.
+    assert set(claimed) == set(sorted(deadline, key=deadline.__getitem__)[:100])
+    assert sum(1 for r in rows if r.lease_token is not None) == 100

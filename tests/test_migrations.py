@@ -69,4 +69,12 @@ def test_claim_index_is_partial_on_active_states(database: str) -> None:
         )
     engine.dispose()
     assert definition is not None
-    assert "(deadline_at, next_poll_at)" in definition and "WHERE" in definition
+    assert "(vendor, deadline_at)" in definition and "WHERE" in definition
+
+
+def test_tracked_ids_leave_room_for_hot_updates(database: str) -> None:
+    engine = create_engine(database)
+    with engine.connect() as conn:
+        options = conn.scalar(text("SELECT reloptions FROM pg_class WHERE relname = 'tracked_ids'"))
+    engine.dispose()
+    assert options == ["fillfactor=70"]

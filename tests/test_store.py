@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from models import (
     Ask,
@@ -106,3 +108,17 @@ def test_unicode_and_long_content_round_trip() -> None:
         from models import AskProviderResponse
 
         assert s.scalars(select(AskProviderResponse.content)).one() == content
+
+
+def test_a_child_row_the_database_refuses_fails_the_batch_as_a_dbapi_error() -> None:
+    # Children go in by COPY on Postgres: a refusal must surface as an INSERT's
+    # would, so the poller can fall back to one id at a time, and leave nothing.
+    good = run(RUN)
+    bad = normalize_ask(ASK, ask_id=ASK_ID, fetched_at=T1)
+    bad.children["ask_provider_responses"][0]["latency_ms"] = 2**40  # not an integer column value
+    with pytest.raises(DBAPIError, match="out of range"), session_scope() as s:
+        upsert_answers(s, [good, bad])
+    assert all(rows == [] for rows in snapshot().values())
+    with session_scope() as s:  # the connection is usable again
+        upsert_answers(s, [good])
+    assert len(snapshot()["job_executions"]) == 1

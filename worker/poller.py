@@ -63,6 +63,13 @@ class Claim:
     token: str
     ids: list[int]
 
+    def split(self, size: int) -> list[Claim]:
+        """Batches of at most `size` ids, in claim order, under the same lease."""
+        return [
+            Claim(self.vendor, self.token, self.ids[i : i + size])
+            for i in range(0, len(self.ids), size)
+        ]
+
 
 @dataclass(slots=True)
 class BatchReport:
@@ -145,11 +152,13 @@ def claim_due(
         update(TrackedId)
         .where(TrackedId.id.in_(due.scalar_subquery()))
         .values(lease_token=token, next_poll_at=now + timedelta(seconds=settings.lease_seconds))
-        .returning(TrackedId.id)
+        .returning(TrackedId.id, TrackedId.deadline_at)
         .execution_options(synchronize_session=False)
     )
-    ids = sorted(session.scalars(stmt).all())
-    return Claim(vendor, token, ids) if ids else None
+    # RETURNING has no order of its own: restore earliest deadline first, so the
+    # first batch split off this claim is the most urgent one.
+    rows = sorted(session.execute(stmt).all(), key=lambda r: (r.deadline_at, r.id))
+    return Claim(vendor, token, [r.id for r in rows]) if rows else None
 
 
 def lease_capacity(settings: Settings, vendor: Vendor) -> int:
@@ -177,14 +186,13 @@ def claim_batches(
             room = min(room, max_ids)
         if account is not None and account.auth_failed_at is not None:
             room = min(room, 1)  # re-check a refused key with a single request
-        while room > 0:
-            claim = claim_due(
-                session, vendor, min(room, settings.batch_size), now=now, settings=settings
-            )
-            if claim is None:
-                break
-            claims.append(claim)
-            room -= len(claim.ids)
+        # One claim statement per vendor and tick, split into batches afterwards:
+        # every statement walks the due index from its start, so claiming batch by
+        # batch would cost (room / batch size) walks. The batches share the lease
+        # token; each is still loaded, written and released by its own ids.
+        claim = claim_due(session, vendor, room, now=now, settings=settings)
+        if claim is not None:
+            claims.extend(claim.split(settings.batch_size))
     return claims, waiting
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, delete
+import psycopg
+from sqlalchemy import Table, bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from models import metadata
@@ -65,12 +67,39 @@ def upsert_answers(session: Session, answers: Iterable[Normalized]) -> int:
         for child_name in any_answer.children:
             child = metadata.tables[child_name]
             for start in range(0, len(keys), 1000):
-                session.execute(
-                    delete(child).where(child.c[key.name].in_(keys[start : start + 1000]))
-                )
+                # Keys rendered inline: a prepared generic plan made while the table
+                # was small would seq-scan it for ever after.
+                in_keys = bindparam("keys", keys[start : start + 1000], literal_execute=True)
+                session.execute(delete(child).where(child.c[key.name].in_(in_keys)))
             rows = [row for a in batch.values() for row in a.children.get(child_name, ())]
             if rows:
-                for chunk in _chunks(rows, len(child.columns)):
-                    session.execute(child.insert(), list(chunk))
+                _insert_rows(session, child, rows)
                 written += len(rows)
     return written
+
+
+def _insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Plain inserts of new rows: COPY on Postgres, multi-row INSERTs elsewhere."""
+    if session.get_bind().dialect.name != "postgresql":
+        for chunk in _chunks(rows, len(table.columns)):
+            session.execute(table.insert(), list(chunk))
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    columns = list(table.columns)
+    # The same conversions an INSERT would apply (JSON documents, UTC timestamps).
+    processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    sql = f"COPY {table.name} ({', '.join(c.name for c in columns)}) FROM STDIN"
+    driver = connection.connection.driver_connection
+    try:
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row(
+                    [
+                        process(row.get(c.key)) if process else row.get(c.key)
+                        for c, process in zip(columns, processors, strict=True)
+                    ]
+                )
+    except psycopg.Error as exc:
+        # As an INSERT would fail: callers (and the one-by-one fallback) see DBAPIError.
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
