@@ -101,6 +101,50 @@ def register_ids(
     return result.added
 
 
+# Fates the simulator answers with a 200 on the first fetch (max_pending_polls=0).
+ASK_FATES = frozenset({"succeeded", "failed"})
+EXECUTION_FATES = frozenset({"success", "retried", "failed"})
+
+
+def final_ask_ids(seed: int, n: int) -> list[str]:
+    """The first n ask ids of the seed that are archived from a 200."""
+    from simulator import Dataset
+
+    dataset = Dataset(seed=seed, max_pending_polls=0)
+    chosen: list[str] = []
+    start = 0
+    while len(chosen) < n:
+        batch = dataset.ask_ids(1000, start)
+        start += len(batch)
+        chosen += [i for i in batch if dataset.fate("mentionsapi", i) in ASK_FATES]
+    return chosen[:n]
+
+
+def final_execution_ids(seed: int, n: int) -> list[tuple[str, str]]:
+    """The first n (project_id, job_execution_id) pairs archived from a 200."""
+    from simulator import Dataset
+
+    dataset = Dataset(seed=seed, max_pending_polls=0)
+    chosen: list[tuple[str, str]] = []
+    start = 0
+    while len(chosen) < n:
+        batch = dataset.execution_ids(1000, start)
+        start += len(batch)
+        chosen += [p for p in batch if dataset.fate("mentionlab", p[1]) in EXECUTION_FATES]
+    return chosen[:n]
+
+
+def register_executions(database_url: str, pairs: Iterable[tuple[str, str]]) -> int:
+    """Track (project_id, job_execution_id) pairs, one registration per project."""
+    by_project: dict[str, list[str]] = {}
+    for project_id, execution_id in pairs:
+        by_project.setdefault(project_id, []).append(execution_id)
+    return sum(
+        register_ids(database_url, "mentionlab", ids, project_id=project_id)
+        for project_id, ids in sorted(by_project.items())
+    )
+
+
 def count_by_state(database_url: str) -> dict[str, int]:
     from models import TrackedId
 
@@ -224,6 +268,8 @@ class SimulatorProcess:
     rate_limit: float | None = None
     max_pending_polls: int = 2
     latency_ms: float = 0.0
+    # Dates in the answers derive from it: fixed, so every run serves identical bodies.
+    anchor: str = "2026-11-23T12:00:00+00:00"
     extra_args: list[str] = field(default_factory=list)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
@@ -249,6 +295,8 @@ class SimulatorProcess:
             str(self.max_pending_polls),
             "--latency-ms",
             str(self.latency_ms),
+            "--anchor",
+            self.anchor,
             *self.extra_args,
         ]
         if self.rate_limit is not None:

@@ -28,6 +28,7 @@ from bench.harness import (
     SimulatorProcess,
     console,
     count_by_state,
+    final_ask_ids,
     flush_redis,
     fresh_database,
     register_ids,
@@ -39,8 +40,6 @@ from bench.harness import (
 SEED = 7
 RATE = 50.0  # the simulator's limit per key, requests/s (burst = RATE)
 CONCURRENCY = 4
-# Fates the simulator answers with a 200 on the first fetch (max_pending_polls=0).
-OK_FATES = frozenset({"succeeded", "failed"})
 ACTIVE = ("tracked", "polling")
 
 
@@ -83,20 +82,6 @@ class Measurement:
         return self.active_at_end == 0
 
 
-def ok_ids(n: int) -> list[str]:
-    """The first n ask ids of the seed that the simulator answers with a 200."""
-    from simulator import Dataset
-
-    dataset = Dataset(seed=SEED, max_pending_polls=0)
-    chosen: list[str] = []
-    start = 0
-    while len(chosen) < n:
-        batch = dataset.ask_ids(1000, start)
-        start += len(batch)
-        chosen += [i for i in batch if dataset.fate("mentionsapi", i) in OK_FATES]
-    return chosen[:n]
-
-
 def _counters(stats: dict[str, Any]) -> tuple[int, int, int]:
     return int(stats["requests"]), int(stats["by_status"].get("200", 0)), int(stats["rate_limited"])
 
@@ -106,7 +91,7 @@ def measure(label: str, plan: Plan, budget_rate: float, budget_burst: float) -> 
     result = Measurement(label, budget_rate, budget_burst, logs=str(workdir))
     database_url = fresh_database()
     flush_redis()
-    added = register_ids(database_url, "mentionsapi", ok_ids(plan.ids))
+    added = register_ids(database_url, "mentionsapi", final_ask_ids(SEED, plan.ids))
     assert added == plan.ids, f"registered {added} of {plan.ids} ids"
 
     with SimulatorProcess(workdir, seed=SEED, rate_limit=RATE, max_pending_polls=0) as sim:

@@ -30,7 +30,15 @@ from typing import TYPE_CHECKING, Any
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Connection, create_engine, text
 
-from bench.harness import Result, autocommit, console, fresh_database, in_process_product
+from bench.harness import (
+    Result,
+    autocommit,
+    console,
+    final_ask_ids,
+    final_execution_ids,
+    fresh_database,
+    in_process_product,
+)
 
 if TYPE_CHECKING:
     from worker.normalize import Normalized
@@ -38,8 +46,6 @@ if TYPE_CHECKING:
 SEED = 11
 FETCHED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 RATIO_TARGET = 50.0  # % of COPY's rows/s
-ASK_FATES = frozenset({"succeeded", "failed"})  # MentionsAPI fates archived with a 200
-EXECUTION_FATES = frozenset({"success", "retried", "failed"})
 # Parents before children (foreign keys); TRUNCATE takes them all at once.
 TABLES = (
     "asks",
@@ -84,15 +90,9 @@ def ask_answers(n: int) -> Iterator[Normalized]:
     from worker.normalize.mentionsapi import normalize_ask
 
     dataset = Dataset(seed=SEED, anchor=FETCHED_AT, max_pending_polls=0)
-    made, start = 0, 0
-    while made < n:
-        for ask_id in dataset.ask_ids(1000, start):
-            if made == n or dataset.fate("mentionsapi", ask_id) not in ASK_FATES:
-                continue
-            _, body = dataset.final_bytes("mentionsapi", ask_id)
-            yield normalize_ask(parse_json(body), ask_id=ask_id, fetched_at=FETCHED_AT)
-            made += 1
-        start += 1000
+    for ask_id in final_ask_ids(SEED, n):
+        _, body = dataset.final_bytes("mentionsapi", ask_id)
+        yield normalize_ask(parse_json(body), ask_id=ask_id, fetched_at=FETCHED_AT)
 
 
 def execution_answers(n: int) -> Iterator[Normalized]:
@@ -101,20 +101,14 @@ def execution_answers(n: int) -> Iterator[Normalized]:
     from worker.normalize.mentionlab import normalize_execution
 
     dataset = Dataset(seed=SEED, anchor=FETCHED_AT, max_pending_polls=0)
-    made, start = 0, 0
-    while made < n:
-        for project_id, execution_id in dataset.execution_ids(1000, start):
-            if made == n or dataset.fate("mentionlab", execution_id) not in EXECUTION_FATES:
-                continue
-            _, body = dataset.final_bytes("mentionlab", execution_id, project_id)
-            yield normalize_execution(
-                parse_json(body),
-                job_execution_id=execution_id,
-                project_id=project_id,
-                fetched_at=FETCHED_AT,
-            )
-            made += 1
-        start += 1000
+    for project_id, execution_id in final_execution_ids(SEED, n):
+        _, body = dataset.final_bytes("mentionlab", execution_id, project_id)
+        yield normalize_execution(
+            parse_json(body),
+            job_execution_id=execution_id,
+            project_id=project_id,
+            fetched_at=FETCHED_AT,
+        )
 
 
 def batches(answers: Sequence[Normalized], size: int) -> list[list[Normalized]]:

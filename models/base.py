@@ -48,8 +48,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-# JSONB on Postgres (indexable, compact), plain JSON text on SQLite.
-JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+# JSONB on Postgres (indexable, compact), plain JSON text on SQLite. A missing
+# document (None) is SQL NULL, not the JSON value null: `IS NULL` is what analysts
+# write, and what every other loader (dlt, COPY of a CSV) produces.
+JSONDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 # Native ``uuid`` on Postgres; the canonical 36-character text on SQLite, so the
 # ids look the same as in the vendor's dashboard on both.

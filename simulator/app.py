@@ -537,6 +537,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--latency-spike-ms", type=float, default=0.0)
     parser.add_argument("--storm-every", type=float, default=0.0)
     parser.add_argument("--storm-seconds", type=float, default=0.0)
+    parser.add_argument(
+        "--anchor",
+        type=datetime.fromisoformat,
+        default=None,
+        help="ISO timestamp the answers' dates are derived from (default: now, to the minute); "
+        "fix it to serve identical bodies from several runs",
+    )
     args = parser.parse_args(argv)
     config = SimConfig(
         seed=args.seed,
@@ -551,5 +558,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         latency_spike_ms=args.latency_spike_ms,
         storm_every=args.storm_every,
         storm_seconds=args.storm_seconds,
+        anchor=args.anchor,
     )
     serve(config, host=args.host, port=args.port)

@@ -78,3 +78,22 @@ def test_tracked_ids_leave_room_for_hot_updates(database: str) -> None:
         options = conn.scalar(text("SELECT reloptions FROM pg_class WHERE relname = 'tracked_ids'"))
     engine.dispose()
     assert options == ["fillfactor=70"]
+
+
+def test_json_null_documents_become_sql_null(scratch_postgres: str) -> None:
+    config = alembic_config(scratch_postgres)
+    command.upgrade(config, "0003")
+    engine = create_engine(scratch_postgres)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO asks (ask_id, status, cost_breakdown, raw_payload, fetched_at) VALUES "
+                "('ask_a', 'succeeded', 'null'::jsonb, '{}'::jsonb, now()), "
+                "('ask_b', 'succeeded', '{\"x\": 1}'::jsonb, '{}'::jsonb, now())"
+            )
+        )
+    command.upgrade(config, "head")
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT ask_id, cost_breakdown IS NULL FROM asks")).all())
+    engine.dispose()
+    assert rows == {"ask_a": True, "ask_b": False}

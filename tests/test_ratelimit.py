@@ -160,3 +160,62 @@ def test_key_budget_learns_from_headers_and_pauses_on_429() -> None:
     configured.observe(200, httpx.Headers({"X-RateLimit-Limit": "5"}))
     assert configured.budget == Budget(50, 50)
     assert HEADROOM < 1
+
+
+def test_reserve_many_grants_only_the_slots_within_max_wait() -> None:
+    bucket = shared()
+    # Burst 3 is free now, then one slot per interval: 2.5 intervals of patience
+    # reach 2 more slots (at 1 and 2 intervals), not the one at 3.
+    granted, wait = bucket.reserve_many(BUDGET, 10, max_wait=2.5 * INTERVAL)
+    assert granted == 5 and wait <= 0
+    granted, wait = bucket.reserve_many(BUDGET, 10, max_wait=0.5 * INTERVAL)
+    assert granted == 0 and wait == pytest.approx(3 * INTERVAL, abs=0.02)  # the next slot
+    local = LocalBucket(clock=lambda: 100.0)
+    assert local.reserve_many(BUDGET, 10, max_wait=2.5 * INTERVAL) == (5, -2 * INTERVAL)
+
+
+class CountingBucket:
+    """The real shared bucket, counting the reservation round trips made to Redis."""
+
+    def __init__(self, bucket: SharedBucket) -> None:
+        self.bucket = bucket
+        self.calls: list[int] = []
+
+    def reserve_many(self, budget: Budget, n: int, max_wait: float) -> tuple[int, float]:
+        self.calls.append(n)
+        return self.bucket.reserve_many(budget, n, max_wait)
+
+    def pause(self, budget: Budget, seconds: float) -> None:
+        self.bucket.pause(budget, seconds)
+
+    def sync(self, budget: Budget, remaining: float) -> None:
+        self.bucket.sync(budget, remaining)
+
+
+def test_a_fast_key_takes_its_slots_a_few_at_a_time_and_drops_stale_ones() -> None:
+    now = [1000.0]
+    counting = CountingBucket(shared())
+    fast = KeyBudget(
+        Vendor.MENTIONSAPI, counting, Budget(1000, 1000), sleep=lambda _: None, clock=lambda: now[0]
+    )
+    assert all(fast.acquire(max_wait=1.0) is None for _ in range(64))
+    # 50 ms of a 970/s budget is 48 slots, capped at 16: four round trips for 64 requests.
+    assert counting.calls == [16, 16, 16, 16]
+    assert fast.acquire(max_wait=1.0) is None
+    now[0] += 10  # the 15 slots left over are stale now: a new reservation is made
+    assert fast.acquire(max_wait=1.0) is None
+    assert counting.calls == [16] * 6
+
+    slow_counting = CountingBucket(shared())
+    slow = KeyBudget(Vendor.MENTIONSAPI, slow_counting, Budget(2, 2), sleep=lambda _: None)
+    assert slow.acquire(max_wait=60) is None and slow.acquire(max_wait=60) is None
+    assert slow_counting.calls == [1, 1]  # a slow key never holds slots it may not use
+
+
+def test_a_429_drops_slots_taken_before_it() -> None:
+    slept: list[float] = []
+    budget = KeyBudget(Vendor.MENTIONSAPI, shared(), Budget(1000, 1000), sleep=slept.append)
+    assert budget.acquire(max_wait=1.0) is None  # holds 15 more slots now
+    budget.observe(429, httpx.Headers({"Retry-After": "2"}))
+    assert budget.acquire(max_wait=10.0) is None
+    assert slept[-1] == pytest.approx(2.0, abs=0.05)

@@ -122,3 +122,13 @@ def test_a_child_row_the_database_refuses_fails_the_batch_as_a_dbapi_error() -> 
     with session_scope() as s:  # the connection is usable again
         upsert_answers(s, [good])
     assert len(snapshot()["job_executions"]) == 1
+
+
+def test_a_missing_json_document_is_sql_null() -> None:
+    body = copy.deepcopy(ASK)
+    del body["usage"]["cost_breakdown"]
+    with session_scope() as s:
+        upsert_answers(s, [normalize_ask(body, ask_id=ASK_ID, fetched_at=T1)])
+    with session_scope() as s:
+        # IS NULL finds it: not the JSON value null, which IS NULL would miss.
+        assert s.scalar(select(Ask.ask_id).where(Ask.cost_breakdown.is_(None))) == ASK_ID

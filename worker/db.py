@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,7 +19,18 @@ _engine_pid: int | None = None
 _sessionmaker: sessionmaker[Session] | None = None
 
 
+def dumps_json(value: Any) -> str:
+    """JSON for JSON/JSONB columns: orjson, several times faster than the standard
+    library on large payloads; the standard library for what orjson refuses
+    (integers wider than 64 bits, which raw payloads must keep exact)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
+    kwargs.setdefault("json_serializer", dumps_json)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 60}, **kwargs)
         event.listen(engine, "connect", _sqlite_on_connect)

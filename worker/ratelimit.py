@@ -16,10 +16,16 @@ The budget is set, in order of preference, from:
 than we do (another client on the same key), a 429's `Retry-After` (or, without
 one, `X-RateLimit-Reset`) pauses the key for everyone. Without Redis, or while it
 is down, each process keeps a local bucket with a fraction of the budget.
+
+A process takes its slots a few at a time (at most PREFETCH_SECONDS of the
+budget, at most PREFETCH_SLOTS) rather than one Redis call per request: on a fast
+key that halves the work per request, and on a slow key it still takes one slot
+at a time. Slots not used within SLOT_TTL_SECONDS are dropped, never sent late.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import threading
@@ -48,6 +54,12 @@ SAFE_DEFAULTS: dict[Vendor, tuple[float, float]] = {
 # turn an exactly-at-the-limit request stream into 429s.
 HEADROOM = 0.97
 REDIS_RETRY_SECONDS = 10.0
+PREFETCH_SECONDS = 0.05
+PREFETCH_SLOTS = 16
+SLOT_TTL_SECONDS = 0.5
+# The vendor's Remaining count is pushed to the shared bucket at most this often
+# per process: it corrects drift, it does not need to be exact per request.
+SYNC_INTERVAL_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +122,20 @@ def pause_floor(budget: Budget, seconds: float) -> float:
     return seconds + (budget.burst - 1) / budget.effective_rate
 
 
+def slots_within(wait: float, interval: float, n: int, max_wait: float) -> int:
+    """How many of n consecutive slots, the first `wait` seconds away (negative:
+    burst room), can be sent within max_wait."""
+    if wait > max_wait:
+        return 0
+    return min(n, int((max_wait - wait) / interval) + 1)
+
+
+def single(reservation: tuple[int, float]) -> float:
+    """A one-slot reservation as the wait before sending (refused: the wait needed)."""
+    granted, wait = reservation
+    return max(0.0, wait) if granted else wait
+
+
 class RateLimiter(Protocol):
     @property
     def budget(self) -> Budget:
@@ -132,15 +158,18 @@ class LocalBucket:
         self.tat = 0.0  # theoretical arrival time of the next free slot
 
     def reserve(self, budget: Budget, max_wait: float) -> float:
+        return single(self.reserve_many(budget, 1, max_wait))
+
+    def reserve_many(self, budget: Budget, n: int, max_wait: float) -> tuple[int, float]:
         with self._lock:
             now = self._clock()
             interval = 1.0 / budget.effective_rate
             tat = max(self.tat, now)
             wait = tat - now - (budget.burst - 1) * interval
-            if wait > max_wait:
-                return wait
-            self.tat = tat + interval
-            return max(0.0, wait)
+            granted = slots_within(wait, interval, n, max_wait)
+            if granted:
+                self.tat = tat + granted * interval
+            return granted, wait
 
     def pause(self, budget: Budget, seconds: float) -> None:
         with self._lock:
@@ -158,15 +187,19 @@ class LocalBucket:
 # The Redis state is the same single number, the bucket's theoretical arrival
 # time (TAT), on Redis's own clock so machines with skewed clocks agree.
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1e6 "
+# Up to n consecutive slots within max_wait: returns {granted, wait of the first}
+# (numbers as strings: Redis would truncate Lua numbers to integers).
 _RESERVE = (
     _NOW
     + """
 local interval, burst, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
 local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now)
 local wait = tat - now - (burst - 1) * interval
-if wait > max_wait then return tostring(wait) end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'EX', 3600)
-return tostring(math.max(wait, 0))
+if wait > max_wait then return {'0', tostring(wait)} end
+local granted = math.min(n, math.floor((max_wait - wait) / interval) + 1)
+redis.call('SET', KEYS[1], tostring(tat + granted * interval), 'EX', 3600)
+return {tostring(granted), tostring(wait)}
 """
 )
 _PUSH = (
@@ -214,15 +247,19 @@ class SharedBucket:
         return Budget(budget.rate * self.local_share, max(1.0, budget.burst * self.local_share))
 
     def reserve(self, budget: Budget, max_wait: float) -> float:
+        return single(self.reserve_many(budget, 1, max_wait))
+
+    def reserve_many(self, budget: Budget, n: int, max_wait: float) -> tuple[int, float]:
         if self._redis_ok():
             interval = 1.0 / budget.effective_rate
             try:
-                return float(
-                    self._reserve(keys=[self.key], args=[interval, budget.burst, max_wait])
+                granted, wait = self._reserve(
+                    keys=[self.key], args=[interval, budget.burst, max_wait, n]
                 )
+                return int(granted), float(wait)
             except redis.RedisError as exc:
                 self._went_down(exc)
-        return self.local.reserve(self._local_budget(budget), max_wait)
+        return self.local.reserve_many(self._local_budget(budget), n, max_wait)
 
     def _push_to(self, seconds_from_now: float) -> None:
         if self._redis_ok():
@@ -243,7 +280,7 @@ class SharedBucket:
 
 
 class Bucket(Protocol):
-    def reserve(self, budget: Budget, max_wait: float) -> float: ...
+    def reserve_many(self, budget: Budget, n: int, max_wait: float) -> tuple[int, float]: ...
     def pause(self, budget: Budget, seconds: float) -> None: ...
     def sync(self, budget: Budget, remaining: float) -> None: ...
 
@@ -257,12 +294,17 @@ class KeyBudget:
         bucket: Bucket,
         configured: Budget | None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.vendor = vendor
         self.bucket = bucket
         self.configured = configured
         self.learned: Budget | None = None
         self._sleep = sleep
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._slots: collections.deque[float] = collections.deque()  # monotonic send times
+        self._synced_at = -math.inf
 
     @property
     def budget(self) -> Budget:
@@ -273,9 +315,23 @@ class KeyBudget:
         return Budget(*SAFE_DEFAULTS[self.vendor])
 
     def acquire(self, max_wait: float) -> float | None:
-        wait = self.bucket.reserve(self.budget, max(0.0, max_wait))
-        if wait > max_wait:
-            return wait
+        max_wait = max(0.0, max_wait)
+        with self._lock:
+            now = self._clock()
+            while self._slots and self._slots[0] < now - SLOT_TTL_SECONDS:
+                self._slots.popleft()  # too old to send: gone, like an unused token
+            if not self._slots:
+                budget = self.budget
+                interval = 1.0 / budget.effective_rate
+                n = max(1, min(PREFETCH_SLOTS, int(budget.effective_rate * PREFETCH_SECONDS)))
+                granted, wait = self.bucket.reserve_many(budget, n, max_wait)
+                if not granted:
+                    return wait
+                self._slots.extend(now + max(0.0, wait + i * interval) for i in range(granted))
+            wait = self._slots[0] - now
+            if wait > max_wait:
+                return wait  # kept for a caller that may wait longer
+            self._slots.popleft()
         if wait > 0:
             self._sleep(wait)
         return None
@@ -302,11 +358,18 @@ class KeyBudget:
                 pause,
                 extra={"vendor": self.vendor.value},
             )
+            with self._lock:
+                self._slots.clear()  # taken before the pause: not valid through it
             self.bucket.pause(self.budget, pause)
             return
         remaining = remaining_tokens(headers)
-        if remaining is not None and remaining < self.budget.burst:
-            self.bucket.sync(self.budget, remaining)
+        if remaining is None or remaining >= self.budget.burst:
+            return
+        now = self._clock()
+        if remaining > 0 and now - self._synced_at < SYNC_INTERVAL_SECONDS:
+            return
+        self._synced_at = now
+        self.bucket.sync(self.budget, remaining)
 
 
 def configured_budget(settings: Settings, vendor: Vendor) -> Budget | None:
@@ -342,8 +405,8 @@ class _LocalOnly:
     def _scaled(self, budget: Budget) -> Budget:
         return Budget(budget.rate * self.share, max(1.0, budget.burst * self.share))
 
-    def reserve(self, budget: Budget, max_wait: float) -> float:
-        return self.local.reserve(self._scaled(budget), max_wait)
+    def reserve_many(self, budget: Budget, n: int, max_wait: float) -> tuple[int, float]:
+        return self.local.reserve_many(self._scaled(budget), n, max_wait)
 
     def pause(self, budget: Budget, seconds: float) -> None:
         self.local.pause(self._scaled(budget), seconds)
