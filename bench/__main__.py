@@ -9,14 +9,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from bench import ratelimit, scheduler, writepath
-from bench.harness import Result, console, print_table
+from bench import latency, memory, ratelimit, scheduler, throughput, writepath
+from bench.chart import scaling_chart
+from bench.harness import ROOT, Result, console, print_table
 
+# In the order of the scenarios 1-6.
 SCENARIOS: dict[str, Callable[[bool], list[Result]]] = {
+    "throughput": throughput.run,
+    "latency": latency.run,
     "ratelimit": ratelimit.run,
     "scheduler": scheduler.run,
     "writepath": writepath.run,
+    "memory": memory.run,
 }
 
 
@@ -29,12 +35,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="scenario to run (repeatable; default: all)",
     )
     parser.add_argument(
+        "--chart",
+        type=Path,
+        default=None,
+        help="PNG of the throughput scaling figures (default: docs/benchmarks-scaling.png "
+        "on a full run, none on a smoke run)",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="a tiny run that only checks the scenarios work; timings mean nothing",
     )
     args = parser.parse_args(argv)
-    names: list[str] = args.scenario or sorted(SCENARIOS)
+    names: list[str] = args.scenario or list(SCENARIOS)
     results: list[Result] = []
     for name in names:
         try:
@@ -49,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         " (smoke: timings are not meaningful)" if args.smoke else ""
     )
     print_table(title, results)
+    chart = args.chart or (None if args.smoke else ROOT / "docs" / "benchmarks-scaling.png")
+    if chart is not None and scaling_chart(results, chart) is not None:
+        console.print(f"chart: {chart}")
     return 0
 
 

@@ -373,6 +373,7 @@ class CeleryCluster:
     env: dict[str, str]
     workers: int = 1
     concurrency: int = 4
+    worker_args: list[str] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -403,6 +404,7 @@ class CeleryCluster:
                     "--without-heartbeat",
                     "-n",
                     f"bench{i}@%h",
+                    *self.worker_args,
                 ],
             )
         self._spawn(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import Connection, create_engine, text
 
@@ -144,19 +145,24 @@ def total_rows(prints: dict[str, tuple[int, str]]) -> int:
 # --- mentionsync ------------------------------------------------------------------
 
 
-def run_mentionsync(
-    plan: Plan, asks: list[str], executions: list[tuple[str, str]], processes: int
-) -> Run:
-    workdir = run_dir(f"throughput-{processes}")
-    run = Run(f"mentionsync, {processes} worker process{'es' * (processes > 1)}", 0)
-    database_url = fresh_database()
-    flush_redis()
-    run.ids = register_ids(database_url, "mentionsapi", asks)
-    run.ids += register_executions(database_url, executions)
+def celery_archive(
+    database_url: str,
+    workdir: Path,
+    processes: int,
+    *,
+    latency_ms: float = 0.0,
+    env: dict[str, str] | None = None,
+    worker_args: Sequence[str] = (),
+    sample: Callable[[CeleryCluster], None] | None = None,
+) -> tuple[float, int]:
+    """Archive every tracked id with one `celery worker --concurrency=processes` and
+    beat; (seconds from the first request to no active id, requests served)."""
     engine = create_engine(database_url)
     try:
-        with SimulatorProcess(workdir, seed=SEED, max_pending_polls=0) as sim:
-            env = worker_env(
+        with SimulatorProcess(
+            workdir, seed=SEED, max_pending_polls=0, latency_ms=latency_ms
+        ) as sim:
+            settings = worker_env(
                 database_url,
                 sim.base_url,
                 # An Enterprise-sized key: the simulator does not limit here.
@@ -165,8 +171,11 @@ def run_mentionsync(
                 MENTIONLAB_RATE_LIMIT="100000",
                 MENTIONLAB_RATE_BURST="100000",
                 LOG_LEVEL="WARNING",
+                **(env or {}),
             )
-            with CeleryCluster(workdir, env, workers=1, concurrency=processes) as celery:
+            with CeleryCluster(
+                workdir, settings, workers=1, concurrency=processes, worker_args=[*worker_args]
+            ) as celery:
 
                 def started() -> bool:
                     celery.check_alive()
@@ -175,29 +184,54 @@ def run_mentionsync(
                 wait_until(started, 90, "the workers' first request", interval=0.02)
                 first = time.monotonic()
 
-                def active() -> int:
-                    with engine.connect() as conn:
-                        return int(conn.execute(text(ACTIVE_COUNT)).scalar_one())
-
                 def done() -> bool:
                     celery.check_alive()
-                    return active() == 0
+                    if sample is not None:
+                        sample(celery)
+                    with engine.connect() as conn:
+                        return int(conn.execute(text(ACTIVE_COUNT)).scalar_one()) == 0
 
-                wait_until(done, 900, "every id final", interval=0.1)
-                run.seconds = time.monotonic() - first
+                wait_until(done, 1800, "every id final", interval=0.1)
+                seconds = time.monotonic() - first
                 requests = int(sim.stats()["requests"])
-        states = count_by_state(database_url)
-        # A vendor-side failure is archived too, under the state `failed`.
-        if states.get("archived", 0) + states.get("failed", 0) != run.ids:
-            raise RuntimeError(f"{run.label}: states at the end {states}, logs in {workdir}")
+    finally:
+        engine.dispose()
+    return seconds, requests
+
+
+def check_all_final(database_url: str, expected: int, workdir: Path) -> None:
+    states = count_by_state(database_url)
+    # A vendor-side failure is archived too, under the state `failed`.
+    if states.get("archived", 0) + states.get("failed", 0) != expected:
+        raise RuntimeError(f"states at the end {states}, expected {expected}; logs in {workdir}")
+
+
+def register_all(database_url: str, asks: list[str], executions: list[tuple[str, str]]) -> int:
+    return register_ids(database_url, "mentionsapi", asks) + register_executions(
+        database_url, executions
+    )
+
+
+def run_mentionsync(
+    plan: Plan, asks: list[str], executions: list[tuple[str, str]], processes: int
+) -> Run:
+    workdir = run_dir(f"throughput-{processes}")
+    run = Run(f"mentionsync, {processes} worker process{'es' * (processes > 1)}", 0)
+    database_url = fresh_database()
+    flush_redis()
+    run.ids = register_all(database_url, asks, executions)
+    run.seconds, requests = celery_archive(database_url, workdir, processes)
+    check_all_final(database_url, run.ids, workdir)
+    engine = create_engine(database_url)
+    try:
         with engine.connect() as conn:
             run.fingerprint = fingerprint(conn, "public")
             for n in {plan.naive_ids, plan.dlt_ids}:
                 run.subsets[n] = fingerprint(conn, "public", _subset(asks, executions, n))
-        run.rows = total_rows(run.fingerprint)
-        run.notes = f"{requests:,} requests for {run.ids:,} ids; logs {workdir}"
     finally:
         engine.dispose()
+    run.rows = total_rows(run.fingerprint)
+    run.notes = f"{requests:,} requests for {run.ids:,} ids; logs {workdir}"
     return run
 
 

@@ -387,5 +387,23 @@ def demo(directory: Path, asks: int, executions: int, timeout: float) -> None:
     sys.exit(run_demo(directory, asks=asks, executions=executions, timeout=timeout))
 
 
+@main.command(
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the benchmarks (same as `python -m bench`; `mentionsync bench --help`)."""
+    try:
+        from bench.__main__ import main as bench_main
+    except ImportError as exc:
+        err.print(
+            f"[red]mentionsync bench needs a source checkout with the bench extra[/] "
+            f"(pip install -e '.[bench]'): {exc}"
+        )
+        sys.exit(EXIT_REJECTED)
+    sys.exit(bench_main(list(args)))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,118 @@
+"""Scenario "memory": worker RSS stays flat while archiving 100,000 ids.
+
+`celery worker --concurrency=2` plus beat archive IDS asks + IDS executions, with
+pool recycling switched off (`--max-tasks-per-child` far above the run's task
+count) so a leak cannot hide behind process replacement. Every ~0.1 s the RSS of
+each pool process is read with psutil. Figures:
+
+- the largest RSS of any pool process (target < 250 MB);
+- growth: the mean of the largest pool RSS over the last 10 % of samples against
+  the first 10 % (target < 10 %); the first window is the baseline.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+import psutil
+
+from bench.harness import (
+    CeleryCluster,
+    Result,
+    console,
+    final_ask_ids,
+    final_execution_ids,
+    flush_redis,
+    fresh_database,
+    run_dir,
+)
+from bench.throughput import SEED, celery_archive, check_all_final, register_all
+
+PROCESSES = 2
+RSS_TARGET_MB = 250.0
+GROWTH_TARGET = 10.0  # %
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    ids: int  # of each vendor
+
+
+FULL = Plan(ids=50_000)
+SMOKE = Plan(ids=300)
+
+
+@dataclass
+class Samples:
+    pool_max_mb: list[float] = field(default_factory=list)  # largest pool process
+    main_mb: list[float] = field(default_factory=list)  # the consumer process
+    pids: set[int] = field(default_factory=set)
+
+    def take(self, celery: CeleryCluster) -> None:
+        try:
+            main = psutil.Process(celery.procs[0].pid)
+            children = main.children()
+            rss = [c.memory_info().rss / MB for c in children]
+            main_rss = main.memory_info().rss / MB
+        except psutil.Error:
+            return  # a process came or went mid-read: skip this sample
+        if rss:
+            self.pool_max_mb.append(max(rss))
+            self.main_mb.append(main_rss)
+            self.pids.update(c.pid for c in children)
+
+    def window(self, values: list[float], last: bool) -> float:
+        n = max(1, len(values) // 10)
+        return statistics.mean(values[-n:] if last else values[:n])
+
+
+def run(smoke: bool = False) -> list[Result]:
+    plan = SMOKE if smoke else FULL
+    workdir = run_dir("memory")
+    database_url = fresh_database()
+    flush_redis()
+    asks = final_ask_ids(SEED, plan.ids)
+    executions = final_execution_ids(SEED, plan.ids)
+    ids = register_all(database_url, asks, executions)
+    console.print(f"[dim]memory: archiving {ids:,} ids with {PROCESSES} pool processes ...[/]")
+    samples = Samples()
+    seconds, _ = celery_archive(
+        database_url,
+        workdir,
+        PROCESSES,
+        worker_args=["--max-tasks-per-child=1000000"],
+        sample=samples.take,
+    )
+    check_all_final(database_url, ids, workdir)
+    if not samples.pool_max_mb:
+        raise RuntimeError("memory: no RSS sample was taken")
+    first = samples.window(samples.pool_max_mb, last=False)
+    last = samples.window(samples.pool_max_mb, last=True)
+    growth = 100 * (last / first - 1)
+    console.print(
+        f"[dim]  {ids:,} ids in {seconds:.1f}s; {len(samples.pool_max_mb)} samples of "
+        f"{len(samples.pids)} pool processes; pool RSS first 10 % {first:.1f} MB, last 10 % "
+        f"{last:.1f} MB; consumer {samples.window(samples.main_mb, False):.1f} -> "
+        f"{samples.window(samples.main_mb, True):.1f} MB[/]"
+    )
+    return [
+        Result(
+            "memory",
+            f"largest pool process RSS, {ids:,} ids",
+            max(samples.pool_max_mb),
+            "MB",
+            target=RSS_TARGET_MB,
+            higher_is_better=False,
+        ),
+        Result(
+            "memory",
+            "pool RSS growth, last 10 % vs first 10 %",
+            growth,
+            "%",
+            target=GROWTH_TARGET,
+            higher_is_better=False,
+            note=f"({first:.1f} MB in the first 10 % -> {last:.1f} MB in the last)",
+        ),
+    ]
