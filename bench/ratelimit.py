@@ -50,7 +50,7 @@ class Plan:
     window: float  # seconds measured
 
 
-FULL = Plan(ids=4000, skip=3.0, window=40.0)
+FULL = Plan(ids=3000, skip=3.0, window=25.0)
 SMOKE = Plan(ids=300, skip=1.0, window=8.0)
 
 
