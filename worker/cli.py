@@ -387,5 +387,15 @@ def demo(directory: Path, asks: int, executions: int, timeout: float) -> None:
     sys.exit(run_demo(directory, asks=asks, executions=executions, timeout=timeout))
 
 
+# --- operations: intake service, metrics exporter, doctor ---------------------------------
+
+from worker.doctor import doctor  # noqa: E402
+from worker.intake import serve  # noqa: E402
+from worker.metrics import metrics_command  # noqa: E402
+
+for _command in (serve, metrics_command, doctor):
+    main.add_command(_command)
+
+
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ from worker.app import app
 from worker.db import session_scope
 from worker.poller import Claim, claim_batches, is_disconnect, process_claim
 from worker.resources import get_resources
-from worker.schedule import DISPATCH_TASK
+from worker.schedule import DISPATCH_TASK, HOUSEKEEPING_TASK
 
 log = logging.getLogger("mentionsync.tasks")
 
@@ -76,3 +76,16 @@ def fetch_batch(self: Task, vendor: str, token: str, ids: list[int]) -> int:
         )
         raise self.retry(exc=exc, countdown=5) from exc
     return report.processed
+
+
+@app.task(name=HOUSEKEEPING_TASK, acks_late=True, ignore_result=True)
+def housekeeping() -> int:
+    """Send the alerts that are due and forget webhook events past retention."""
+    from worker.alerts import check_alerts, prune_deliveries
+
+    settings = get_resources().settings
+    sent = check_alerts(settings)
+    pruned = prune_deliveries(settings)
+    if pruned:
+        log.info("forgot %d webhook events past retention", pruned, extra={"count": pruned})
+    return len(sent)
