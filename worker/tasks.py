@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
@@ -25,16 +26,21 @@ def dispatch_due() -> int:
     If sending fails, nothing is lost: the claimed ids become due again when
     their lease expires, and a later sweep sends them.
     """
+    started = time.monotonic()
     settings = get_resources().settings
     with session_scope() as session:
         claims, waiting = claim_batches(session, settings, now=utcnow())
     for vendor, reason in waiting.items():
         log.debug("not polling %s: %s", vendor, reason, extra={"vendor": vendor.value})
     sent = 0
+    by_vendor: dict[Vendor, list[int]] = {}
     for claim in claims:
         try:
             fetch_batch.apply_async(args=[claim.vendor.value, claim.token, claim.ids], retry=False)
             sent += len(claim.ids)
+            counts = by_vendor.setdefault(claim.vendor, [0, 0])
+            counts[0] += len(claim.ids)
+            counts[1] += 1
         except BrokerError as exc:
             log.error(
                 "broker unavailable, %d claimed ids will be re-dispatched after their lease: %s",
@@ -43,12 +49,19 @@ def dispatch_due() -> int:
                 extra={"vendor": claim.vendor.value, "count": len(claim.ids)},
             )
             break
-    if claims:
+    # One line per vendor and sweep, never one per id.
+    for vendor, (ids, batches) in by_vendor.items():
         log.info(
-            "dispatched %d ids in %d batches",
-            sent,
-            len(claims),
-            extra={"count": sent, "batches": len(claims)},
+            "dispatched %d %s ids in %d batches",
+            ids,
+            vendor,
+            batches,
+            extra={
+                "vendor": vendor.value,
+                "count": ids,
+                "batches": batches,
+                "duration_s": round(time.monotonic() - started, 3),
+            },
         )
     return sent
 
