@@ -21,7 +21,9 @@ def fingerprint(secret: SecretStr | str | None) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An empty variable counts as unset: compose files pass `${VAR:-}` for every
+    # optional setting, and an empty key must not look like a configured one.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # Storage and broker. The defaults need no server: SQLite files in the
     # working directory, with kombu's SQLAlchemy transport as the broker.
