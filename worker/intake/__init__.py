@@ -23,6 +23,5 @@ def serve(host: str, port: int) -> None:
         port=port,
         log_config=None,
         access_log=False,
-        proxy_headers=True,
         server_header=False,
     )
