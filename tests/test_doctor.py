@@ -5,20 +5,19 @@ from __future__ import annotations
 import re
 import secrets
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email.utils import formatdate
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, make_url, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from simulator import serve_in_thread
-from tests.conftest import ADMIN_URL
 from tests.helpers import cli
+from tests.test_migrations import scratch_postgres  # noqa: F401 - a fixture
 from worker.config import fingerprint
 from worker.migrate import alembic_config
 
@@ -93,17 +92,9 @@ def test_unreachable_database_broker_and_vendor(configure: Callable[..., None]) 
 
 
 @pytest.fixture
-def old_schema(unique_name: str) -> Iterator[str]:
-    name = f"mentionsync_doctor_{unique_name}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    command.upgrade(alembic_config(url), "0002")
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+def old_schema(scratch_postgres: str) -> str:  # noqa: F811 - the imported fixture
+    command.upgrade(alembic_config(scratch_postgres), "0002")
+    return scratch_postgres
 
 
 def test_a_database_behind_the_code_says_to_upgrade(

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,7 @@ from sqlalchemy import func, select, update
 
 from models import TrackedId, TrackedState, Vendor, utcnow
 from simulator import Dataset
-from tests.helpers import MENTIONSYNC, pending, register_dataset
+from tests.helpers import MENTIONSYNC, celery_worker_with_beat, pending, register_dataset
 from worker.config import get_settings
 from worker.db import session_scope
 from worker.metrics import exporter_registry, start_http_server
@@ -224,39 +223,12 @@ def test_celery_workers_serve_the_sum_of_their_processes(
         WORKER_METRICS_PORT=str(port),
         BATCH_SIZE="10",
     )
-    log = (tmp_path / "celery.log").open("w")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "worker",
-            "--beat",
-            "--concurrency=2",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            f"--schedule={tmp_path / 'beat-schedule'}",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    try:
+    with celery_worker_with_beat(tmp_path, env) as worker:
         deadline = time.monotonic() + 120
         while pending() and time.monotonic() < deadline and worker.poll() is None:
             time.sleep(0.5)
         assert pending() == 0, (tmp_path / "celery.log").read_text()[-3000:]
         samples = scrape(f"http://127.0.0.1:{port}/metrics")
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
     stats = httpx.get(f"{base_url}/_sim/stats", timeout=10).json()
     # The main process fetches nothing itself: every count here was written by a
     # pool process into the shared directory and summed by the main process.

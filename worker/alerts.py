@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from models import ACTIVE_STATES, AlertState, TrackedId, TrackedState, WebhookDelivery, utcnow
 from worker.config import Settings
 from worker.db import session_scope
+from worker.status import sample_ids
 from worker.store import dialect_insert
 
 log = logging.getLogger("mentionsync.alerts")
@@ -38,33 +39,6 @@ def post_json(url: str, payload: dict[str, Any]) -> None:
     with httpx.Client(timeout=httpx.Timeout(10.0), follow_redirects=False) as client:
         response = client.post(url, json=payload)
         response.raise_for_status()
-
-
-def _sample(session: Session, *where: Any, order: Any) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(
-            TrackedId.vendor,
-            TrackedId.project_id,
-            TrackedId.external_id,
-            TrackedId.state,
-            TrackedId.deadline_at,
-            TrackedId.last_error,
-        )
-        .where(*where)
-        .order_by(order)
-        .limit(SAMPLE)
-    ).all()
-    return [
-        {
-            "vendor": r.vendor.value,
-            "project_id": r.project_id or None,
-            "external_id": r.external_id,
-            "state": r.state.value,
-            "deadline_at": r.deadline_at.isoformat(),
-            "last_error": r.last_error,
-        }
-        for r in rows
-    ]
 
 
 def _candidates(session: Session, settings: Settings, now: datetime) -> list[dict[str, Any]]:
@@ -81,7 +55,9 @@ def _candidates(session: Session, settings: Settings, now: datetime) -> list[dic
                 "value": risky,
                 "text": f"mentionsync: {risky} ids are not archived and reach their deadline "
                 f"within {settings.at_risk_hours:g} h",
-                "ids": _sample(session, active, at_risk, order=TrackedId.deadline_at),
+                "ids": sample_ids(
+                    session, active, at_risk, order=TrackedId.deadline_at, limit=SAMPLE
+                ),
             }
         )
     expired = TrackedState.EXPIRED
@@ -101,8 +77,11 @@ def _candidates(session: Session, settings: Settings, now: datetime) -> list[dic
                 "new": lost - known,
                 "text": f"mentionsync: {lost - known} more ids were lost: the vendor's retention "
                 f"passed before they were archived ({lost} in all)",
-                "ids": _sample(
-                    session, TrackedId.state == expired, order=TrackedId.final_at.desc()
+                "ids": sample_ids(
+                    session,
+                    TrackedId.state == expired,
+                    order=TrackedId.final_at.desc(),
+                    limit=SAMPLE,
                 ),
             }
         )

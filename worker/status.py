@@ -18,7 +18,10 @@ from worker.poller import account_gate
 SAMPLE = 10
 
 
-def _ids(session: Session, *where: Any, order: Any, limit: int = SAMPLE) -> list[dict[str, Any]]:
+def sample_ids(
+    session: Session, *where: Any, order: Any, limit: int = SAMPLE
+) -> list[dict[str, Any]]:
+    """A few tracked ids matching `where`, as shown by `status` and in alerts."""
     rows = session.execute(
         select(
             TrackedId.vendor,
@@ -76,8 +79,8 @@ def collect_status(session: Session, settings: Settings, now: datetime) -> dict[
             "paused": reason,
         }
 
-    oldest = _ids(session, active, order=TrackedId.registered_at, limit=1)
-    nearest = _ids(session, active, order=TrackedId.deadline_at, limit=1)
+    oldest = sample_ids(session, active, order=TrackedId.registered_at, limit=1)
+    nearest = sample_ids(session, active, order=TrackedId.deadline_at, limit=1)
     return {
         "now": now.isoformat(),
         "counts": counts,
@@ -89,17 +92,17 @@ def collect_status(session: Session, settings: Settings, now: datetime) -> dict[
         "at_risk": {
             "hours": settings.at_risk_hours,
             "count": at_risk_count,
-            "ids": _ids(session, active, at_risk, order=TrackedId.deadline_at),
+            "ids": sample_ids(session, active, at_risk, order=TrackedId.deadline_at),
         },
         "lost_to_expiry": {
             "count": totals[TrackedState.EXPIRED.value],
-            "ids": _ids(
+            "ids": sample_ids(
                 session, TrackedId.state == TrackedState.EXPIRED, order=TrackedId.final_at.desc()
             ),
         },
         "errors": {
             "count": totals[TrackedState.ERROR.value],
-            "ids": _ids(
+            "ids": sample_ids(
                 session, TrackedId.state == TrackedState.ERROR, order=TrackedId.final_at.desc()
             ),
         },
@@ -120,7 +123,7 @@ def _webhooks(session: Session, settings: Settings, now: datetime) -> dict[str, 
         "waiting": waiting,
         "archived_by_webhook": by_webhook,
         "recovered_by_poll": recovered,
-        "recovered_ids": _ids(session, _RECOVERED, order=TrackedId.archived_at.desc()),
+        "recovered_ids": sample_ids(session, _RECOVERED, order=TrackedId.archived_at.desc()),
     }
 
 

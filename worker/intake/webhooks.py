@@ -24,7 +24,9 @@ from worker.metrics import observe_archived
 from worker.normalize import PayloadError, parse_json
 from worker.normalize.mentionsapi import PENDING_STATUSES, answer_status, normalize_ask
 from worker.policy import Action, Outcome, TrackedView
-from worker.poller import store_outcomes
+
+# The same view of a tracked id that a claimed batch loads.
+from worker.poller import _VIEW_COLUMNS, store_outcomes
 from worker.registry import InvalidId, register, validate_external_id
 from worker.store import dialect_insert
 
@@ -33,18 +35,6 @@ log = logging.getLogger("mentionsync.webhooks")
 EVENT_TYPE = "ask.completed"
 V1_EVENT_ID_HEADER = "mentionsapi-event-id"
 HEX_DELIVERY_ID_HEADER = "x-mentionsapi-delivery-id"
-_VIEW_COLUMNS = (
-    TrackedId.id,
-    TrackedId.vendor,
-    TrackedId.project_id,
-    TrackedId.external_id,
-    TrackedId.deadline_at,
-    TrackedId.attempts,
-    TrackedId.consecutive_errors,
-    TrackedId.not_found_streak,
-    TrackedId.invalid_payload_streak,
-    TrackedId.remote_created_at,
-)
 
 
 class BadDelivery(ValueError):
