@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from models import (
     Ask,
@@ -328,10 +328,37 @@ def test_a_new_event_for_an_archived_id_is_a_no_op(
     # old one within the tolerance) changes nothing, not even fetched_at.
     second = envelope_hex(ask_id)
     response = deliver(http, intake, second, headers_hex(second))
-    assert response.json()["result"] == "already_final"
+    assert response.json()["result"] == "already_archived"
     assert archive_snapshot() == archived
     with session_scope() as session:
         assert session.scalar(select(Ask.fetched_at).where(Ask.ask_id == ask_id)) == fetched_at
+
+
+@pytest.mark.parametrize(
+    "given_up", [TrackedState.NOT_FOUND, TrackedState.ERROR, TrackedState.EXPIRED]
+)
+def test_a_delivery_archives_an_id_polling_gave_up_on(
+    intake: str, http: httpx.Client, given_up: TrackedState
+) -> None:
+    ask_id = ask_with_fate("succeeded")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    track = {"vendor": "mentionsapi", "ids": [ask_id]}
+    assert http.post(f"{intake}/v1/track", json=track, headers=auth).status_code == 200
+    with session_scope() as session:
+        session.execute(
+            update(TrackedId)
+            .where(TrackedId.external_id == ask_id)
+            .values(state=given_up, final_at=datetime.now(UTC), last_error="given up")
+        )
+
+    body = envelope_hex(ask_id)
+    response = deliver(http, intake, body, headers_hex(body))
+
+    assert response.json()["result"] == "archived"
+    row = tracked(ask_id)
+    assert row is not None and row.state is TrackedState.ARCHIVED and row.last_error is None
+    with session_scope() as session:
+        check_ask(session, ask_id, orjson.loads(body)["data"])
 
 
 def test_a_delivery_for_a_tracked_id_archives_it_and_it_is_never_polled(

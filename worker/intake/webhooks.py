@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, WebhookDelivery
+from models import TrackedId, TrackedState, Vendor, WebhookDelivery
 from worker.config import Settings
 from worker.metrics import observe_archived
 from worker.normalize import PayloadError, parse_json
@@ -33,6 +33,7 @@ from worker.store import dialect_insert
 log = logging.getLogger("mentionsync.webhooks")
 
 EVENT_TYPE = "ask.completed"
+ANSWER_STORED = (TrackedState.ARCHIVED, TrackedState.FAILED)
 V1_EVENT_ID_HEADER = "mentionsapi-event-id"
 HEX_DELIVERY_ID_HEADER = "x-mentionsapi-delivery-id"
 
@@ -53,7 +54,7 @@ class Envelope:
 
 @dataclass(slots=True)
 class DeliveryResult:
-    result: str  # archived, failed, duplicate, already_final, pending, quarantined, ignored
+    result: str  # archived, failed, duplicate, already_archived, pending, quarantined
     event_id: str | None = None
     external_id: str | None = None
     registered: bool = False
@@ -180,7 +181,9 @@ def apply_delivery(
     result.registered = registration.added == 1
 
     # Take the id over, like a claim would: a poll batch holding it now finds
-    # its lease gone and leaves the id alone. Final ids are not touched at all.
+    # its lease gone and leaves the id alone. An id whose answer is stored
+    # (archived, or failed with its error) is not touched at all; one polling
+    # gave up on (not_found, error, ...) is archived: the delivery is the answer.
     token = uuid.uuid4().hex
     row = session.execute(
         update(TrackedId)
@@ -188,14 +191,14 @@ def apply_delivery(
             TrackedId.vendor == Vendor.MENTIONSAPI,
             TrackedId.project_id == "",
             TrackedId.external_id == envelope.external_id,
-            TrackedId.state.in_(ACTIVE_STATES),
+            TrackedId.state.not_in(ANSWER_STORED),
         )
         .values(lease_token=token)
         .returning(*_VIEW_COLUMNS)
         .execution_options(synchronize_session=False)
     ).first()
     if row is None:
-        result.result = "already_final"
+        result.result = "already_archived"
     else:
         view = TrackedView(*row)
         outcome = _outcome(envelope, body, now)
