@@ -3,6 +3,7 @@
 from models.base import Base, metadata, utcnow
 from models.mentionlab import JobExecution, JobExecutionEntity, JobExecutionSource
 from models.mentionsapi import Ask, AskBrandMention, AskCitation, AskProviderResponse
+from models.operations import AlertState, WebhookDelivery
 from models.quarantine import QuarantinedPayload
 from models.tracking import (
     ACTIVE_STATES,
@@ -16,6 +17,7 @@ from models.tracking import (
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
+    "AlertState",
     "Ask",
     "AskBrandMention",
     "AskCitation",
@@ -29,6 +31,7 @@ __all__ = [
     "TrackedState",
     "Vendor",
     "VendorAccount",
+    "WebhookDelivery",
     "metadata",
     "utcnow",
 ]

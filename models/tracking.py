@@ -47,6 +47,8 @@ FINAL_STATES: tuple[TrackedState, ...] = tuple(s for s in TrackedState if s not 
 # Kept as a literal so the partial index predicate renders the same on every dialect
 # and in the migration.
 ACTIVE_PREDICATE = "state IN ('tracked', 'polling')"
+# Archived (or failed) by polling although a webhook was expected: a missed delivery.
+RECOVERED_PREDICATE = "expect_webhook AND archived_at IS NOT NULL AND webhook_archived_at IS NULL"
 
 
 def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
@@ -80,6 +82,14 @@ class TrackedId(Base):
         ),
         # `status` counts by vendor and state.
         Index("ix_tracked_ids_vendor_state", "vendor", "state"),
+        # `status` and every metrics scrape count the ids polling had to recover
+        # because their webhook never came; partial, so it stays small.
+        Index(
+            "ix_tracked_ids_recovered_by_poll",
+            "vendor",
+            postgresql_where=text(RECOVERED_PREDICATE),
+            sqlite_where=text(RECOVERED_PREDICATE),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -106,6 +116,10 @@ class TrackedId(Base):
     final_at: Mapped[datetime | None]
     archived_at: Mapped[datetime | None]
     expect_webhook: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # expect_webhook ids are not polled before this (next_poll_at starts here).
+    webhook_grace_until: Mapped[datetime | None]
+    # Set when a signed delivery archived the id; NULL when polling did.
+    webhook_archived_at: Mapped[datetime | None]
 
 
 class VendorAccount(Base):

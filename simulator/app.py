@@ -485,6 +485,15 @@ def run_in_thread(
     config: SimConfig, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[str, Callable[[], None]]:
     """Start the simulator in a daemon thread; return its base URL and a stop function."""
+    return serve_in_thread(create_app(config), "/_sim/health", host=host, port=port)
+
+
+def serve_in_thread(
+    app: Any, health_path: str, host: str = "127.0.0.1", port: int = 0, **config: Any
+) -> tuple[str, Callable[[], None]]:
+    """Serve any ASGI app with uvicorn in a daemon thread, once `health_path`
+    answers 200; return its base URL and a stop function (tests). `config` goes
+    to uvicorn.Config."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -492,10 +501,12 @@ def run_in_thread(
     sock.bind((host, port))
     bound = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config), log_level="warning", access_log=False, lifespan="off")
+        uvicorn.Config(
+            app, **{"log_level": "warning", "access_log": False, "lifespan": "off", **config}
+        )
     )
     thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"simulator-{bound}", daemon=True
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{bound}", daemon=True
     )
     thread.start()
     base_url = f"http://[{host}]:{bound}" if family == socket.AF_INET6 else f"http://{host}:{bound}"
@@ -509,13 +520,13 @@ def run_in_thread(
     with httpx.Client(trust_env=False, timeout=1.0) as client:
         while True:
             try:
-                if client.get(f"{base_url}/_sim/health").status_code == 200:
+                if client.get(f"{base_url}{health_path}").status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if not thread.is_alive() or time.monotonic() > deadline:
                 stop()
-                raise RuntimeError(f"simulator did not start on {base_url}")
+                raise RuntimeError(f"server did not start on {base_url}")
             time.sleep(0.02)
     return base_url, stop
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +118,40 @@ def pending() -> int:
     """Tracked ids not final yet."""
     with session_scope() as session:
         return session.scalar(select(func.count()).where(TrackedId.state.in_(ACTIVE_STATES))) or 0
+
+
+@contextmanager
+def celery_worker_with_beat(
+    tmp_path: Path, env: dict[str, str] | None = None, concurrency: int = 2
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker with an embedded beat, in tmp_path, writing to
+    tmp_path/celery.log; stopped with SIGTERM (then SIGKILL) on the way out."""
+    with (tmp_path / "celery.log").open("w") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "--beat",
+                f"--concurrency={concurrency}",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                f"--schedule={tmp_path / 'beat-schedule'}",
+            ],
+            env=env if env is not None else dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+        try:
+            yield worker
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()

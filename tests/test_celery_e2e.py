@@ -3,10 +3,6 @@ HTTP, until a mixed set of ids is final; then every row is checked field by fiel
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +12,7 @@ import redis
 from simulator import Dataset
 from tests.conftest import REDIS_URL
 from tests.expected import check_everything
-from tests.helpers import pending, register_dataset, wasted_polls
+from tests.helpers import celery_worker_with_beat, pending, register_dataset, wasted_polls
 from worker.db import session_scope
 
 SEED = 5
@@ -27,38 +23,10 @@ def test_celery_worker_and_beat_archive_a_mixed_set(sim, tmp_path: Path) -> None
     redis.Redis.from_url(REDIS_URL).flushdb()
     register_dataset(Dataset(seed=SEED), asks=150, executions=150)
 
-    log = (tmp_path / "celery.log").open("w")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "worker",
-            "--beat",
-            "--concurrency=2",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            f"--schedule={tmp_path / 'beat-schedule'}",
-        ],
-        env=dict(os.environ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    try:
+    with celery_worker_with_beat(tmp_path) as worker:
         deadline = time.monotonic() + 180
         while pending() and time.monotonic() < deadline and worker.poll() is None:
             time.sleep(0.5)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
     output = (tmp_path / "celery.log").read_text()
     assert pending() == 0, output[-4000:]
     assert "dispatched" in output and "batch mentionlab" in output

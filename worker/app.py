@@ -7,6 +7,7 @@ README's "Guarantees" section explains each.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery, signals
@@ -16,7 +17,7 @@ from worker.config import get_settings
 from worker.db import reset_engine
 from worker.logs import setup_logging
 from worker.resources import close_resources
-from worker.schedule import DISPATCH_QUEUE, DISPATCH_TASK, beat_schedule
+from worker.schedule import DISPATCH_QUEUE, DISPATCH_TASK, HOUSEKEEPING_TASK, beat_schedule
 
 
 def _transport_options(broker_url: str) -> dict[str, Any]:
@@ -45,7 +46,10 @@ app.conf.update(
     # Sweeps have a queue of their own, which every worker also consumes: a
     # sweep waits for the next free process, not behind every queued batch.
     task_queues=(Queue("mentionsync"), Queue(DISPATCH_QUEUE)),
-    task_routes={DISPATCH_TASK: {"queue": DISPATCH_QUEUE}},
+    task_routes={
+        DISPATCH_TASK: {"queue": DISPATCH_QUEUE},
+        HOUSEKEEPING_TASK: {"queue": DISPATCH_QUEUE},
+    },
     # At-least-once: a message is acknowledged only after its task finished, and
     # a task whose worker process died (SIGKILL, OOM) is requeued, not dropped.
     # Every task is idempotent, so a second delivery only repeats a no-op.
@@ -71,6 +75,16 @@ def _configure_logging(loglevel: int | str | None = None, **_: Any) -> None:
     setup_logging(settings, level=level)
 
 
+@signals.worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    # In the main process, before the pool forks: it serves the sum of every
+    # pool process's counters (PROMETHEUS_MULTIPROC_DIR) on one port.
+    if settings.worker_metrics_port:
+        from worker.metrics import start_worker_metrics_server
+
+        start_worker_metrics_server(settings.worker_metrics_port)
+
+
 @signals.worker_process_init.connect
 def _fresh_process(**_: Any) -> None:
     # A forked child must not reuse its parent's sockets.
@@ -79,6 +93,9 @@ def _fresh_process(**_: Any) -> None:
 
 
 @signals.worker_process_shutdown.connect
-def _close_process(**_: Any) -> None:
+def _close_process(pid: int | None = None, **_: Any) -> None:
+    from worker.metrics import mark_process_dead
+
+    mark_process_dead(pid or os.getpid())
     close_resources()
     reset_engine()

@@ -15,6 +15,9 @@ from rich.console import Console
 
 from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, utcnow
 from worker.config import get_settings
+from worker.doctor import doctor
+from worker.intake import serve
+from worker.metrics import metrics_command
 
 err = Console(stderr=True)
 out = Console()
@@ -53,6 +56,12 @@ def main(log_format: str | None, log_level: str | None) -> None:
         os.environ["LOG_LEVEL"] = log_level
     get_settings.cache_clear()
     setup_logging(get_settings())
+
+
+# The operations commands live in their own modules: `serve` (worker/intake),
+# `metrics` (worker/metrics.py) and `doctor` (worker/doctor.py).
+for _command in (serve, metrics_command, doctor):
+    main.add_command(_command)
 
 
 # --- db -----------------------------------------------------------------------

@@ -21,7 +21,9 @@ def fingerprint(secret: SecretStr | str | None) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An empty variable counts as unset: compose files pass `${VAR:-}` for every
+    # optional setting, and an empty key must not look like a configured one.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # Storage and broker. The defaults need no server: SQLite files in the
     # working directory, with kombu's SQLAlchemy transport as the broker.
@@ -93,6 +95,36 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")
 
+    # Intake service (`mentionsync serve`).
+    intake_token: SecretStr | None = Field(
+        None, description="Bearer token for POST /v1/track; unset: the endpoint refuses all."
+    )
+    intake_max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Larger request bodies are refused (413)."
+    )
+    mentionsapi_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Signing secret of MentionsAPI webhooks (several: comma-separated, while"
+        " rotating); unset: deliveries are refused.",
+    )
+    webhook_tolerance_seconds: float = Field(
+        300.0, gt=0, description="A signed timestamp further than this from now is stale."
+    )
+    webhook_grace_seconds: float = Field(
+        900.0, ge=0, description="How long an id registered with expect_webhook waits unpolled."
+    )
+
+    # Metrics and alerts.
+    worker_metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Celery workers serve /metrics on this port."
+    )
+    # A chat webhook URL usually carries its own token, so it is kept secret too.
+    alert_webhook_url: SecretStr | None = None
+    alert_interval_seconds: float = Field(
+        3600.0, gt=0, description="At most one alert of each kind this often."
+    )
+    alert_check_seconds: float = Field(60.0, gt=0, description="How often beat checks for alerts.")
+
     @property
     def retention(self) -> timedelta:
         return timedelta(days=self.retention_days)
@@ -117,6 +149,13 @@ class Settings(BaseSettings):
         return (
             self.mentionsapi_rate_burst if vendor == "mentionsapi" else self.mentionlab_rate_burst
         )
+
+    def webhook_secrets(self) -> list[str]:
+        """Every secret a delivery may be signed with (comma-separated, for rotation)."""
+        raw = self.mentionsapi_webhook_secret
+        if raw is None:
+            return []
+        return [s.strip() for s in raw.get_secret_value().split(",") if s.strip()]
 
     def key_fingerprint(self, vendor: str) -> str:
         return fingerprint(self.api_key(vendor))

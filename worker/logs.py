@@ -7,6 +7,7 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -112,11 +113,26 @@ class TextFormatter(logging.Formatter):
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    return [
+    """Every secret value the settings hold: API keys, the intake token, webhook
+    secrets, the alert URL (a chat webhook's URL is its credential) and the
+    passwords inside connection URLs."""
+    found = [
         s.get_secret_value()
-        for s in (settings.mentionsapi_api_key, settings.mentionlab_api_key)
+        for s in (
+            settings.mentionsapi_api_key,
+            settings.mentionlab_api_key,
+            settings.intake_token,
+            settings.alert_webhook_url,
+        )
         if s is not None
     ]
+    found.extend(settings.webhook_secrets())
+    for url in (settings.database_url, settings.celery_broker_url, settings.redis_url):
+        password = urlsplit(url).password if url else None
+        if password:
+            found.append(password)
+    # A one-letter password would redact every occurrence of that letter.
+    return [s for s in found if len(s) >= 4]
 
 
 def install_filter(handler: logging.Handler, settings: Settings) -> None:

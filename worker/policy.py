@@ -109,6 +109,9 @@ class TrackedView:
     not_found_streak: int
     invalid_payload_streak: int
     remote_created_at: datetime | None
+    # Only for the archive-lag metric: when the answer could first have been seen final.
+    registered_at: datetime | None = None
+    last_polled_at: datetime | None = None
 
 
 def _jitter(seconds: float, rng: random.Random) -> float:

@@ -32,6 +32,7 @@ from models import (
 from worker.clients import Target
 from worker.config import Settings
 from worker.db import session_scope
+from worker.metrics import observe_polled_batch
 from worker.policy import Action, Outcome, TrackedView, plan
 from worker.resources import get_resources
 from worker.store import dialect_insert, upsert_answers
@@ -54,6 +55,8 @@ _VIEW_COLUMNS = (
     TrackedId.not_found_streak,
     TrackedId.invalid_payload_streak,
     TrackedId.remote_created_at,
+    TrackedId.registered_at,
+    TrackedId.last_polled_at,
 )
 
 
@@ -254,6 +257,7 @@ def process_claim(claim: Claim) -> BatchReport:
         report.rows_written = _apply_one_by_one(claim, views, outcomes, now)
     report.processed = len(views)
     report.actions.update(o.action.value for o in outcomes)
+    observe_polled_batch(views, outcomes, now=now)
     return _finish(report, started)
 
 
@@ -321,6 +325,22 @@ def apply_outcomes(
 ) -> int:
     """Write answers, quarantined bodies, tracking state and account state."""
     settings = get_resources().settings
+    written = store_outcomes(session, claim.token, views, outcomes, now=now, settings=settings)
+    _update_account(session, claim.vendor, outcomes, now=now, settings=settings)
+    return written
+
+
+def store_outcomes(
+    session: Session,
+    token: str,
+    views: Sequence[TrackedView],
+    outcomes: Sequence[Outcome],
+    *,
+    now: datetime,
+    settings: Settings,
+) -> int:
+    """Write answers, quarantined bodies and the tracked ids' new state, for ids
+    still leased to `token`. Shared by polling and the webhook intake."""
     answers = [o.answer for o in outcomes if o.action is Action.ARCHIVE and o.answer]
     written = upsert_answers(session, sorted(answers, key=lambda a: a.key_value))
 
@@ -350,12 +370,10 @@ def apply_outcomes(
     for keys, rows in updates.items():
         stmt = (
             update(table)
-            .where(and_(table.c.id == bindparam("b_id"), table.c.lease_token == claim.token))
+            .where(and_(table.c.id == bindparam("b_id"), table.c.lease_token == token))
             .values({k: bindparam(k) for k in keys if k != "b_id"})
         )
         session.connection().execute(stmt, rows)
-
-    _update_account(session, claim.vendor, outcomes, now=now, settings=settings)
     return written
 
 

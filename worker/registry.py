@@ -6,7 +6,7 @@ import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -84,6 +84,16 @@ def label_arguments(values: Iterable[str]) -> Iterator[tuple[str, str]]:
         yield f"argument {number}", value
 
 
+def webhook_grace_until(now: datetime, deadline: datetime, settings: Settings) -> datetime:
+    """Until when an id expecting a webhook is left unpolled.
+
+    WEBHOOK_GRACE_SECONDS after registration, but never into the at-risk window
+    before its deadline: saving one request is not worth risking the answer.
+    """
+    latest = deadline - timedelta(hours=settings.at_risk_hours)
+    return max(now, min(now + timedelta(seconds=settings.webhook_grace_seconds), latest))
+
+
 def register(
     session: Session,
     vendor: Vendor,
@@ -102,6 +112,7 @@ def register(
     now = now or utcnow()
     result = Registration()
     deadline = (created_at or now) + settings.retention
+    grace_until = webhook_grace_until(now, deadline, settings) if expect_webhook else None
     table = TrackedId.__table__
     pending: dict[str, None] = {}
 
@@ -117,8 +128,9 @@ def register(
                 "registered_at": now,
                 "remote_created_at": created_at,
                 "deadline_at": deadline,
-                "next_poll_at": now,
+                "next_poll_at": grace_until or now,
                 "expect_webhook": expect_webhook,
+                "webhook_grace_until": grace_until,
             }
             for external_id in pending
         ]

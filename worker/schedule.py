@@ -8,6 +8,7 @@ from worker.config import Settings
 
 DISPATCH_TASK = "mentionsync.dispatch_due"
 DISPATCH_QUEUE = "mentionsync.dispatch"
+HOUSEKEEPING_TASK = "mentionsync.housekeeping"
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -18,5 +19,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             # A sweep that waited longer than a tick is stale; the next one is
             # already on its way, so drop it instead of running both.
             "options": {"expires": settings.poll_tick_seconds * 2},
-        }
+        },
+        # Alerts and pruning; safe to run from two beats (alert_state rate-limits).
+        "housekeeping": {
+            "task": HOUSEKEEPING_TASK,
+            "schedule": settings.alert_check_seconds,
+            "options": {"expires": settings.alert_check_seconds},
+        },
     }

@@ -7,17 +7,21 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.orm import Session
 
 from models import ACTIVE_STATES, QuarantinedPayload, TrackedId, TrackedState, Vendor
+from models.tracking import RECOVERED_PREDICATE
 from worker.config import Settings
 from worker.poller import account_gate
 
 SAMPLE = 10
 
 
-def _ids(session: Session, *where: Any, order: Any, limit: int = SAMPLE) -> list[dict[str, Any]]:
+def sample_ids(
+    session: Session, *where: Any, order: Any, limit: int = SAMPLE
+) -> list[dict[str, Any]]:
+    """A few tracked ids matching `where`, as shown by `status` and in alerts."""
     rows = session.execute(
         select(
             TrackedId.vendor,
@@ -75,8 +79,8 @@ def collect_status(session: Session, settings: Settings, now: datetime) -> dict[
             "paused": reason,
         }
 
-    oldest = _ids(session, active, order=TrackedId.registered_at, limit=1)
-    nearest = _ids(session, active, order=TrackedId.deadline_at, limit=1)
+    oldest = sample_ids(session, active, order=TrackedId.registered_at, limit=1)
+    nearest = sample_ids(session, active, order=TrackedId.deadline_at, limit=1)
     return {
         "now": now.isoformat(),
         "counts": counts,
@@ -88,23 +92,110 @@ def collect_status(session: Session, settings: Settings, now: datetime) -> dict[
         "at_risk": {
             "hours": settings.at_risk_hours,
             "count": at_risk_count,
-            "ids": _ids(session, active, at_risk, order=TrackedId.deadline_at),
+            "ids": sample_ids(session, active, at_risk, order=TrackedId.deadline_at),
         },
         "lost_to_expiry": {
             "count": totals[TrackedState.EXPIRED.value],
-            "ids": _ids(
+            "ids": sample_ids(
                 session, TrackedId.state == TrackedState.EXPIRED, order=TrackedId.final_at.desc()
             ),
         },
         "errors": {
             "count": totals[TrackedState.ERROR.value],
-            "ids": _ids(
+            "ids": sample_ids(
                 session, TrackedId.state == TrackedState.ERROR, order=TrackedId.final_at.desc()
             ),
         },
         "quarantined": session.scalar(select(func.count()).select_from(QuarantinedPayload)) or 0,
         "accounts": accounts,
+        "webhooks": _webhooks(session, settings, now),
     }
+
+
+def _webhooks(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
+    waiting = session.scalar(select(func.count()).where(_waiting(now))) or 0
+    by_webhook = (
+        session.scalar(select(func.count()).where(TrackedId.webhook_archived_at.is_not(None))) or 0
+    )
+    recovered = session.scalar(select(func.count()).select_from(TrackedId).where(_RECOVERED)) or 0
+    return {
+        "grace_seconds": settings.webhook_grace_seconds,
+        "waiting": waiting,
+        "archived_by_webhook": by_webhook,
+        "recovered_by_poll": recovered,
+        "recovered_ids": sample_ids(session, _RECOVERED, order=TrackedId.archived_at.desc()),
+    }
+
+
+# Matches the partial index ix_tracked_ids_recovered_by_poll.
+_RECOVERED = text(RECOVERED_PREDICATE)
+
+
+def _waiting(now: datetime) -> Any:
+    return and_(
+        TrackedId.state == TrackedState.TRACKED,
+        TrackedId.webhook_grace_until.is_not(None),
+        TrackedId.webhook_grace_until > now,
+    )
+
+
+def gauge_values(
+    session: Session, settings: Settings, now: datetime
+) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """The database gauges of the metrics exporter, by vendor (and state)."""
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    counts = {(v, s): 0 for v in Vendor for s in TrackedState}
+    for vendor, state, n in session.execute(
+        select(TrackedId.vendor, TrackedId.state, func.count()).group_by(
+            TrackedId.vendor, TrackedId.state
+        )
+    ):
+        counts[(vendor, state)] = n
+    out["ids"] = [({"vendor": v.value, "state": s.value}, n) for (v, s), n in counts.items()]
+
+    def per_vendor(name: str, stmt: Any, value: Any = float) -> None:
+        found = {vendor: x for vendor, x in session.execute(stmt) if x is not None}
+        out[name] = [({"vendor": v.value}, value(found[v]) if v in found else 0.0) for v in Vendor]
+
+    active = TrackedId.state.in_(ACTIVE_STATES)
+    by_vendor = TrackedId.vendor
+    per_vendor(
+        "oldest_pending_age_seconds",
+        select(by_vendor, func.min(TrackedId.registered_at)).where(active).group_by(by_vendor),
+        lambda t: max(0.0, (now - t).total_seconds()),
+    )
+    per_vendor(
+        "nearest_deadline_seconds",
+        select(by_vendor, func.min(TrackedId.deadline_at)).where(active).group_by(by_vendor),
+        lambda t: (t - now).total_seconds(),
+    )
+    horizon = now + timedelta(hours=settings.at_risk_hours)
+    per_vendor(
+        "at_risk_ids",
+        select(by_vendor, func.count())
+        .where(active, TrackedId.deadline_at <= horizon)
+        .group_by(by_vendor),
+    )
+    out["lost_to_expiry_ids"] = [
+        ({"vendor": v.value}, counts[(v, TrackedState.EXPIRED)]) for v in Vendor
+    ]
+    out["error_ids"] = [({"vendor": v.value}, counts[(v, TrackedState.ERROR)]) for v in Vendor]
+    per_vendor(
+        "webhook_waiting_ids",
+        select(by_vendor, func.count()).where(_waiting(now)).group_by(by_vendor),
+    )
+    per_vendor(
+        "webhook_recovered_by_poll_ids",
+        select(by_vendor, func.count()).where(_RECOVERED).group_by(by_vendor),
+    )
+    out["account_paused"] = [
+        ({"vendor": v.value}, 0.0 if account_gate(session, v, settings, now) is None else 1.0)
+        for v in Vendor
+    ]
+    out["quarantined_payloads"] = [
+        ({}, session.scalar(select(func.count()).select_from(QuarantinedPayload)) or 0)
+    ]
+    return out
 
 
 def count_active(session: Session) -> int:
@@ -169,6 +260,15 @@ def render_status(report: dict[str, Any], out: Console) -> None:
             )
     if report["quarantined"]:
         out.print(f"[yellow]quarantined bodies: {report['quarantined']}[/]")
+    hooks = report["webhooks"]
+    if hooks["waiting"] or hooks["archived_by_webhook"] or hooks["recovered_by_poll"]:
+        out.print(
+            f"webhooks: {hooks['archived_by_webhook']} archived from deliveries, "
+            f"{hooks['waiting']} waiting (grace {hooks['grace_seconds']:g} s), "
+            f"{hooks['recovered_by_poll']} recovered by polling (delivery missed)",
+            highlight=False,
+            soft_wrap=True,
+        )
     for vendor, account in report["accounts"].items():
         state = account["paused"] or "polling"
         out.print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
@@ -13,7 +14,7 @@ from worker.app import app
 from worker.db import session_scope
 from worker.poller import Claim, claim_batches, is_disconnect, process_claim
 from worker.resources import get_resources
-from worker.schedule import DISPATCH_TASK
+from worker.schedule import DISPATCH_TASK, HOUSEKEEPING_TASK
 
 log = logging.getLogger("mentionsync.tasks")
 
@@ -25,16 +26,21 @@ def dispatch_due() -> int:
     If sending fails, nothing is lost: the claimed ids become due again when
     their lease expires, and a later sweep sends them.
     """
+    started = time.monotonic()
     settings = get_resources().settings
     with session_scope() as session:
         claims, waiting = claim_batches(session, settings, now=utcnow())
     for vendor, reason in waiting.items():
         log.debug("not polling %s: %s", vendor, reason, extra={"vendor": vendor.value})
     sent = 0
+    by_vendor: dict[Vendor, list[int]] = {}
     for claim in claims:
         try:
             fetch_batch.apply_async(args=[claim.vendor.value, claim.token, claim.ids], retry=False)
             sent += len(claim.ids)
+            counts = by_vendor.setdefault(claim.vendor, [0, 0])
+            counts[0] += len(claim.ids)
+            counts[1] += 1
         except BrokerError as exc:
             log.error(
                 "broker unavailable, %d claimed ids will be re-dispatched after their lease: %s",
@@ -43,12 +49,19 @@ def dispatch_due() -> int:
                 extra={"vendor": claim.vendor.value, "count": len(claim.ids)},
             )
             break
-    if claims:
+    # One line per vendor and sweep, never one per id.
+    for vendor, (ids, batches) in by_vendor.items():
         log.info(
-            "dispatched %d ids in %d batches",
-            sent,
-            len(claims),
-            extra={"count": sent, "batches": len(claims)},
+            "dispatched %d %s ids in %d batches",
+            ids,
+            vendor,
+            batches,
+            extra={
+                "vendor": vendor.value,
+                "count": ids,
+                "batches": batches,
+                "duration_s": round(time.monotonic() - started, 3),
+            },
         )
     return sent
 
@@ -76,3 +89,16 @@ def fetch_batch(self: Task, vendor: str, token: str, ids: list[int]) -> int:
         )
         raise self.retry(exc=exc, countdown=5) from exc
     return report.processed
+
+
+@app.task(name=HOUSEKEEPING_TASK, acks_late=True, ignore_result=True)
+def housekeeping() -> int:
+    """Send the alerts that are due and forget webhook events past retention."""
+    from worker.alerts import check_alerts, prune_deliveries
+
+    settings = get_resources().settings
+    sent = check_alerts(settings)
+    pruned = prune_deliveries(settings)
+    if pruned:
+        log.info("forgot %d webhook events past retention", pruned, extra={"count": pruned})
+    return len(sent)

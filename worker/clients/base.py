@@ -15,9 +15,10 @@ import httpx
 from models import TrackedState, Vendor
 from worker.config import Settings
 from worker.logs import redact
+from worker.metrics import observe_pause, observe_response
 from worker.normalize import Normalized, PayloadError, parse_json
 from worker.policy import Action, Outcome, rule_for
-from worker.ratelimit import RateLimiter
+from worker.ratelimit import RateLimiter, pause_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +129,11 @@ class VendorClient(ABC):
 
     def fetch(self, target: Target, fetched_at: datetime, max_wait: float = 60.0) -> Outcome:
         """One request for one id, if the key's rate budget has a slot within max_wait."""
+        asked = time.monotonic()
         wait = self.limiter.acquire(max_wait)
-        if wait is not None:
+        if wait is None:
+            observe_pause(self.vendor, "budget", time.monotonic() - asked)
+        else:
             return Outcome(
                 Action.THROTTLE,
                 None,
@@ -175,6 +179,9 @@ class VendorClient(ABC):
                 time.monotonic() - started,
             )
         self.limiter.observe(raw.status, raw.headers)
+        observe_response(self.vendor, raw.status, raw.elapsed)
+        if raw.status == 429:
+            observe_pause(self.vendor, "429", pause_seconds(429, raw.headers, time.time()) or 0.0)
         return raw
 
     def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:

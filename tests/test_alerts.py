@@ -1,0 +1,207 @@
+"""Alerts before answers expire: sent to a real HTTP receiver on loopback,
+rate-limited across processes through the database, retried when sending failed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from models import TrackedId, TrackedState, Vendor, WebhookDelivery
+from simulator import serve_in_thread
+from worker.alerts import check_alerts, prune_deliveries
+from worker.config import get_settings
+from worker.db import session_scope
+from worker.logs import RedactingFilter, secrets_of
+from worker.registry import label_arguments, register
+from worker.schedule import HOUSEKEEPING_TASK, beat_schedule
+
+HOOK_TOKEN = "T000/B000/alert-token-5b1f9c"
+
+
+@dataclass
+class Receiver:
+    url: str
+    received: list[dict[str, Any]] = field(default_factory=list)
+    status: int = 200
+
+
+@pytest.fixture
+def receiver(configure: Callable[..., None]) -> Iterator[Receiver]:
+    state = Receiver(url="")
+
+    async def hook(request: Request) -> Response:
+        if request.path_params["token"] != HOOK_TOKEN.replace("/", "-"):
+            return Response(status_code=404)
+        if state.status == 200:
+            state.received.append(await request.json())
+        return JSONResponse({}, status_code=state.status)
+
+    async def health(request: Request) -> Response:
+        return Response("ok")
+
+    app = Starlette(
+        routes=[
+            Route("/hook/{token}", hook, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+        ]
+    )
+    base_url, stop = serve_in_thread(app, "/health")
+    state.url = f"{base_url}/hook/{HOOK_TOKEN.replace('/', '-')}"
+    configure(ALERT_WEBHOOK_URL=state.url, ALERT_INTERVAL_SECONDS="3600", AT_RISK_HOURS="48")
+    yield state
+    stop()
+
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def track(*ids: str, created_at: datetime | None = None) -> None:
+    with session_scope() as session:
+        register(
+            session,
+            Vendor.MENTIONSAPI,
+            label_arguments(ids),
+            settings=get_settings(),
+            created_at=created_at,
+            now=NOW,
+        )
+
+
+def expire(*ids: str) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(TrackedId)
+            .where(TrackedId.external_id.in_(ids))
+            .values(state=TrackedState.EXPIRED, final_at=NOW, last_http_status=410)
+        )
+
+
+def test_ids_at_risk_alert_once_per_interval(receiver: Receiver) -> None:
+    track("ask_risky", created_at=NOW - timedelta(days=29))
+    track("ask_fine")
+    settings = get_settings()
+
+    sent = check_alerts(settings, now=NOW)
+
+    assert [a["kind"] for a in sent] == ["at_risk"]
+    (alert,) = receiver.received
+    assert alert["source"] == "mentionsync" and alert["count"] == 1
+    assert [i["external_id"] for i in alert["ids"]] == ["ask_risky"]
+    assert "within 48 h" in alert["text"]  # chat webhooks show `text`
+
+    # Not every tick: nothing until the interval has passed, then again.
+    for minutes in (1, 10, 59):
+        assert check_alerts(settings, now=NOW + timedelta(minutes=minutes)) == []
+    assert len(receiver.received) == 1
+    assert [a["kind"] for a in check_alerts(settings, now=NOW + timedelta(minutes=61))] == [
+        "at_risk"
+    ]
+    assert len(receiver.received) == 2
+
+
+def test_only_new_losses_alert(receiver: Receiver) -> None:
+    track("ask_a", "ask_b", "ask_c")
+    settings = get_settings()
+    assert check_alerts(settings, now=NOW) == []  # nothing lost, nothing at risk
+
+    expire("ask_a")
+    (alert,) = check_alerts(settings, now=NOW + timedelta(minutes=1))
+    assert (alert["kind"], alert["severity"], alert["count"], alert["new"]) == (
+        "lost_to_expiry",
+        "critical",
+        1,
+        1,
+    )
+    assert alert["ids"][0]["external_id"] == "ask_a"
+
+    # The same loss is not news, however long it stays.
+    assert check_alerts(settings, now=NOW + timedelta(hours=5)) == []
+
+    # A new loss inside the interval waits for it; then it is reported with its count.
+    expire("ask_b")
+    assert check_alerts(settings, now=NOW + timedelta(minutes=30)) == []
+    (later,) = check_alerts(settings, now=NOW + timedelta(minutes=62))
+    assert (later["count"], later["new"]) == (2, 1)
+    assert len(receiver.received) == 2
+
+
+def test_a_failed_send_is_tried_again_at_the_next_check(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    track("ask_risky", created_at=NOW - timedelta(days=29))
+    settings = get_settings()
+    receiver.status = 500
+    with caplog.at_level(logging.ERROR, logger="mentionsync.alerts"):
+        assert check_alerts(settings, now=NOW) == []
+    assert "could not send the at_risk alert: HTTP 500" in caplog.text
+
+    receiver.status = 200
+    assert len(check_alerts(settings, now=NOW + timedelta(minutes=1))) == 1
+    assert len(receiver.received) == 1
+
+
+def test_two_beats_checking_at_once_send_one_alert(receiver: Receiver) -> None:
+    track("ask_risky", created_at=NOW - timedelta(days=29))
+    settings = get_settings()
+    results: list[int] = []
+    start = threading.Barrier(4)
+
+    def beat() -> None:
+        start.wait()
+        results.append(len(check_alerts(settings, now=NOW)))
+
+    threads = [threading.Thread(target=beat) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == [0, 0, 0, 1]
+    assert len(receiver.received) == 1
+
+
+def test_without_a_url_nothing_is_sent(configure: Callable[..., None]) -> None:
+    track("ask_risky", created_at=NOW - timedelta(days=29))
+    assert check_alerts(get_settings(), now=NOW) == []
+
+
+def test_the_alert_url_is_a_secret_in_logs(receiver: Receiver) -> None:
+    record = logging.LogRecord(
+        "httpx", logging.INFO, __file__, 1, "HTTP Request: POST %s 500", (receiver.url,), None
+    )
+    RedactingFilter(secrets_of(get_settings())).filter(record)
+    assert HOOK_TOKEN.replace("/", "-") not in record.getMessage()
+    assert "[REDACTED]" in record.getMessage()
+
+
+def test_beat_runs_housekeeping_which_forgets_old_webhook_events() -> None:
+    schedule = beat_schedule(get_settings())
+    assert schedule["housekeeping"]["task"] == HOUSEKEEPING_TASK
+    from worker.tasks import app, housekeeping
+
+    assert app.tasks[HOUSEKEEPING_TASK].name == housekeeping.name == HOUSEKEEPING_TASK
+
+    with session_scope() as session:
+        for event, age in (("evt_old", 31), ("evt_new", 29)):
+            session.add(
+                WebhookDelivery(
+                    vendor="mentionsapi",
+                    event_id=event,
+                    scheme="v1",
+                    outcome="archived",
+                    received_at=NOW - timedelta(days=age),
+                )
+            )
+    assert prune_deliveries(get_settings(), now=NOW) == 1
+    with session_scope() as session:
+        assert session.scalars(select(WebhookDelivery.event_id)).all() == ["evt_new"]

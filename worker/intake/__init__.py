@@ -1,0 +1,27 @@
+"""The intake service (`mentionsync serve`): track ids over HTTP, receive webhooks."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 in a container.")
+@click.option("--port", type=int, default=8000, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Serve POST /v1/track, POST /webhooks/mentionsapi, /healthz, /readyz and /metrics."""
+    import uvicorn
+
+    from worker.intake.app import create_app
+
+    # log_config=None keeps our handlers (JSON lines, redaction) for uvicorn's
+    # own loggers too; request lines come from the handlers, with vendor,
+    # count and duration, so uvicorn's access log is off.
+    uvicorn.run(
+        create_app(),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )

@@ -1,0 +1,298 @@
+"""The intake service: `mentionsync serve` (Starlette under uvicorn).
+
+- `POST /v1/track`: register ids, with the CLI's validation, behind a bearer token.
+- `POST /webhooks/mentionsapi`: signed `ask.completed` deliveries, archived at once.
+- `GET /healthz` (the process answers), `GET /readyz` (database, schema and broker).
+- `GET /metrics`: this process's counters (webhook requests).
+
+Handlers read the body on the event loop and do database work in Starlette's
+thread pool, one transaction per request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from models import Vendor, utcnow
+from worker.config import Settings, get_settings
+from worker.db import session_scope
+from worker.intake.signatures import SignatureError, verify
+from worker.intake.webhooks import BadDelivery, apply_delivery, observe, parse_envelope
+from worker.metrics import WEBHOOK_REQUESTS, process_registry
+from worker.registry import InvalidId, register, validate_project_id
+
+log = logging.getLogger("mentionsync.intake")
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing more than `limit` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+# --- POST /v1/track -----------------------------------------------------------------
+
+
+class TrackRequest(BaseModel):
+    """One group of ids of one vendor (and, for MentionLab, one project)."""
+
+    # Strict, and unknown fields refused: a typo such as "expect_webhooks" must not
+    # silently register ids that are then polled at once.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    vendor: Vendor
+    ids: list[str] = Field(min_length=1)
+    project_id: str | None = None
+    created_at: datetime | None = None
+    expect_webhook: bool = False
+
+
+_TRACK_GROUPS = TypeAdapter(list[TrackRequest])
+
+
+def parse_track_request(body: bytes) -> list[TrackRequest]:
+    """One group (an object) or several (an array), validated; ValueError says why."""
+    try:
+        if body.lstrip()[:1] == b"[":
+            parsed: list[TrackRequest] | TrackRequest = _TRACK_GROUPS.validate_json(body)
+        else:
+            parsed = TrackRequest.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        raise ValueError(f"{where.lstrip('.') or '(body)'}: {first['msg']}") from None
+    groups = parsed if isinstance(parsed, list) else [parsed]
+    if not groups:
+        raise ValueError("(body): no groups of ids")
+    for i, group in enumerate(groups):
+        if group.vendor is Vendor.MENTIONLAB:
+            if not group.project_id:
+                raise ValueError(f"[{i}].project_id: required for mentionlab")
+            if group.expect_webhook:
+                raise ValueError(f"[{i}].expect_webhook: MentionLab sends no webhooks")
+            try:
+                group.project_id = validate_project_id(group.project_id)
+            except InvalidId as exc:
+                raise ValueError(f"[{i}].project_id: {exc}") from None
+        elif group.project_id:
+            raise ValueError(f"[{i}].project_id: only for mentionlab")
+        if group.created_at is not None and group.created_at.tzinfo is None:
+            raise ValueError(f"[{i}].created_at: give a timezone offset (e.g. Z)")
+    return groups
+
+
+def track_groups(groups: list[TrackRequest], settings: Settings) -> dict[str, Any]:
+    """Register every group in one transaction; report counts and rejected ids."""
+    results = []
+    with session_scope() as session:
+        for group in groups:
+            outcome = register(
+                session,
+                group.vendor,
+                ((f"ids[{i}]", value) for i, value in enumerate(group.ids)),
+                settings=settings,
+                project_id=group.project_id or "",
+                created_at=group.created_at,
+                expect_webhook=group.expect_webhook,
+            )
+            results.append(
+                {
+                    "vendor": group.vendor.value,
+                    "project_id": group.project_id,
+                    "registered": outcome.added,
+                    "already_tracked": outcome.already_tracked,
+                    "rejected": [
+                        {"where": r.where, "value": r.value[:300], "reason": r.reason}
+                        for r in outcome.rejected
+                    ],
+                }
+            )
+    return {
+        "registered": sum(r["registered"] for r in results),
+        "already_tracked": sum(r["already_tracked"] for r in results),
+        "rejected": sum(len(r["rejected"]) for r in results),
+        "results": results,
+    }
+
+
+def _authorized(request: Request, settings: Settings) -> bool:
+    assert settings.intake_token is not None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    expected = settings.intake_token.get_secret_value()
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected)
+
+
+async def track(request: Request) -> Response:
+    settings = get_settings()
+    started = time.monotonic()
+    if settings.intake_token is None or not settings.intake_token.get_secret_value():
+        return _error(503, "POST /v1/track is disabled: set INTAKE_TOKEN")
+    if not _authorized(request, settings):
+        return JSONResponse(
+            {"error": "missing or wrong bearer token"},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="mentionsync"'},
+        )
+    try:
+        body = await read_body(request, settings.intake_max_body_bytes)
+    except TooLarge:
+        return _error(413, f"body larger than {settings.intake_max_body_bytes} bytes")
+    try:
+        groups = parse_track_request(body)
+    except ValueError as exc:
+        return _error(422, str(exc))
+    report = await run_in_threadpool(track_groups, groups, settings)
+    for group in report["results"]:
+        log.info(
+            "track %s: %d registered, %d already tracked, %d rejected",
+            group["vendor"],
+            group["registered"],
+            group["already_tracked"],
+            len(group["rejected"]),
+            extra={
+                "vendor": group["vendor"],
+                "count": group["registered"] + group["already_tracked"] + len(group["rejected"]),
+                "duration_s": round(time.monotonic() - started, 3),
+            },
+        )
+    return JSONResponse(report)
+
+
+# --- POST /webhooks/mentionsapi ----------------------------------------------------------
+
+
+async def mentionsapi_webhook(request: Request) -> Response:
+    settings = get_settings()
+    started = time.monotonic()
+    vendor = Vendor.MENTIONSAPI.value
+
+    def refuse(status: int, reason: str, result: str) -> Response:
+        WEBHOOK_REQUESTS.labels(vendor, result).inc()
+        log.warning(
+            "webhook %s refused (%d): %s",
+            vendor,
+            status,
+            reason,
+            extra={
+                "vendor": vendor,
+                "count": 0,
+                "duration_s": round(time.monotonic() - started, 3),
+            },
+        )
+        return _error(status, reason)
+
+    secrets = settings.webhook_secrets()
+    if not secrets:
+        return refuse(503, "webhooks are disabled: set MENTIONSAPI_WEBHOOK_SECRET", "disabled")
+    try:
+        body = await read_body(request, settings.intake_max_body_bytes)
+    except TooLarge:
+        return refuse(413, f"body larger than {settings.intake_max_body_bytes} bytes", "too_large")
+    try:
+        verified = verify(
+            request.headers,
+            body,
+            secrets,
+            now=time.time(),
+            tolerance=settings.webhook_tolerance_seconds,
+        )
+    except SignatureError as exc:
+        result = "stale" if exc.reason.startswith("stale") else "bad_signature"
+        return refuse(exc.status, exc.reason, result)
+    try:
+        envelope = parse_envelope(body, request.headers)
+    except BadDelivery as exc:
+        return refuse(400, str(exc), "bad_payload")
+    if envelope is None:
+        WEBHOOK_REQUESTS.labels(vendor, "ignored").inc()
+        return JSONResponse({"result": "ignored", "detail": "not an ask.completed event"})
+
+    def work() -> Any:
+        now = utcnow()
+        with session_scope() as session:
+            outcome = apply_delivery(
+                session, envelope, body, scheme=verified.scheme, settings=settings, now=now
+            )
+        observe(outcome, envelope, now)
+        return outcome
+
+    outcome = await run_in_threadpool(work)
+    WEBHOOK_REQUESTS.labels(vendor, outcome.result).inc()
+    log.info(
+        "webhook %s %s: %s %s%s",
+        vendor,
+        envelope.event_id,
+        outcome.result,
+        envelope.external_id,
+        " (newly registered)" if outcome.registered else "",
+        extra={
+            "vendor": vendor,
+            "count": 1,
+            "duration_s": round(time.monotonic() - started, 3),
+            "scheme": verified.scheme,
+        },
+    )
+    return JSONResponse(outcome.as_json())
+
+
+# --- health, readiness, metrics ---------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    from worker.doctor import readiness
+
+    checks = await run_in_threadpool(readiness, get_settings())
+    ready = all(c["ok"] for c in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(process_registry()), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/v1/track", track, methods=["POST"]),
+            Route("/webhooks/mentionsapi", mentionsapi_webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ]
+    )
