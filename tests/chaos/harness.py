@@ -113,6 +113,17 @@ class CeleryProcesses:
             ],
         )
 
+    def wait_ready(self, name: str, timeout: float = 60.0) -> None:
+        """Until the node says it is ready: a pool process killed while Celery is
+        still starting its pool takes the whole node down ("Could not start worker
+        processes"), which is Celery's start-up behaviour, not what we test."""
+        log = next(p for p in reversed(self.logs) if p.name.startswith(f"{name}-"))
+        deadline = time.monotonic() + timeout
+        while f"{name}@chaos ready.".encode() not in log.read_bytes():
+            if self.nodes[name].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker node {name} did not start; see {log}")
+            time.sleep(0.1)
+
     def start_beat(self) -> None:
         n = len(self.beats)
         self.beats.append(

@@ -94,6 +94,8 @@ def test_sync_survives_kills_broker_crash_and_database_outage(  # type: ignore[n
     celery = CeleryProcesses(tmp_path, dict(os.environ))
     celery.start_node("a", concurrency=3)
     celery.start_node("b", concurrency=3)
+    celery.wait_ready("a")
+    celery.wait_ready("b")
     celery.start_beat()
     celery.start_beat()  # by mistake: a second beat must not double-fetch
     started = time.monotonic()
@@ -131,6 +133,7 @@ def test_sync_survives_kills_broker_crash_and_database_outage(  # type: ignore[n
             node_kills += 1
             time.sleep(1.0)
             celery.start_node("b", concurrency=3)
+            celery.wait_ready("b")
         wait_until(16.0)
         if during_sync("cut Postgres off for 4s"):
             cut = postgres_outage(ADMIN_URL, TEST_DB, seconds=4.0)
