@@ -387,5 +387,11 @@ def demo(directory: Path, asks: int, executions: int, timeout: float) -> None:
     sys.exit(run_demo(directory, asks=asks, executions=executions, timeout=timeout))
 
 
+# report, export, reprocess: worker/analytics/cli.py
+from worker.analytics.cli import COMMANDS as ANALYTICS_COMMANDS  # noqa: E402
+
+for command in ANALYTICS_COMMANDS:
+    main.add_command(command)
+
 if __name__ == "__main__":
     main()
