@@ -70,7 +70,7 @@ def _subtitle(report: Report) -> str:
     total = len({row[report.series] for row in report.rows})
     shown = len(chart_series(report))
     if shown < total:
-        parts.append(f"top {shown} of {total} {report.series}s")
+        parts.append(f"the {shown} largest of the report's {total} {report.series}s")
     return " · ".join(parts)
 
 
@@ -96,6 +96,8 @@ def write_chart(report: Report, path: Path) -> None:
         for name in series:
             y = [values.get((g, name), absent) for g in groups]
             ax.plot(x, y, marker="o", linewidth=2, label=name)
+        if len(x) <= 16:
+            ax.set_xticks(x)  # one tick per period, never between two
         ax.xaxis.set_major_formatter(DateFormatter("%Y-%m" if by == "month" else "%Y-%m-%d"))
         ax.tick_params(axis="x", labelrotation=30)
     elif by is None:
