@@ -81,15 +81,14 @@ _MA_SCORE = """CASE LOWER(m.sentiment)
             WHEN 'positive' THEN 100.0 WHEN 'neutral' THEN 50.0 WHEN 'negative' THEN 0.0
         END"""
 _ML_LABEL = """CASE
-        WHEN AVG(e.sentiment_score) IS NULL THEN NULL
-        WHEN AVG(e.sentiment_score) * 3 < 100 THEN 'negative'
-        WHEN AVG(e.sentiment_score) * 3 > 200 THEN 'positive'
+        WHEN e.score IS NULL THEN NULL
+        WHEN e.score * 3 < 100 THEN 'negative'
+        WHEN e.score * 3 > 200 THEN 'positive'
         ELSE 'neutral'
     END"""
 
-MENTION_FACTS = f"""
-CREATE VIEW mention_facts AS
-WITH {_MA_CTES},
+# Each MentionsAPI brand mention with the provider it belongs to.
+_MA_MENTION = f"""
 ma_mention AS (
     SELECT m.ask_id, COALESCE(m.provider, s.provider) AS provider, m.brand, m.rank,
            LOWER(m.sentiment) AS label,
@@ -97,27 +96,61 @@ ma_mention AS (
     FROM ask_brand_mentions AS m
     LEFT JOIN ma_sole_provider AS s ON s.ask_id = m.ask_id
     WHERE m.brand IS NOT NULL AND m.brand <> ''
-)
+)"""  # noqa: S608 (this module's constants only)
+
+# The top-level citations list is the union of the providers' lists: it counts
+# only for an ask whose providers carry none of their own.
+_MA_CITATION = """
+ma_citation AS (
+    SELECT c.ask_id, COALESCE(c.provider, s.provider) AS provider, c.url, c.domain, c.title
+    FROM ask_citations AS c
+    LEFT JOIN ma_sole_provider AS s ON s.ask_id = c.ask_id
+    WHERE c.provider IS NOT NULL
+       OR NOT EXISTS (
+           SELECT 1 FROM ask_citations AS o WHERE o.ask_id = c.ask_id AND o.provider IS NOT NULL
+       )
+)"""
+
+MENTION_FACTS = f"""
+CREATE VIEW mention_facts AS
+WITH {_MA_CTES},{_MA_MENTION},
 -- A brand listed several times in one answer is one mention: its best rank,
 -- the mean of its scores, and 'mixed' when its labels disagree.
+ma_brand AS (
+    SELECT ask_id, provider, brand,
+           MIN(rank) + 1 AS rank,
+           COUNT(*) AS occurrences,
+           CASE WHEN COUNT(DISTINCT label) > 1 THEN 'mixed' ELSE MIN(label) END AS label,
+           AVG(score) AS score
+    FROM ma_mention
+    GROUP BY ask_id, provider, brand
+),
+ml_brand AS (
+    SELECT job_execution_id,
+           COALESCE(display_name, display_key) AS brand,
+           MAX(CAST(is_primary AS INTEGER)) AS is_primary,
+           COUNT(*) AS occurrences,
+           AVG(sentiment_score) AS score
+    FROM job_execution_entities
+    WHERE COALESCE(display_name, display_key) IS NOT NULL
+    GROUP BY job_execution_id, COALESCE(display_name, display_key)
+)
 SELECT 'mentionsapi' AS vendor,
-       {_MA_KEY.format(p="mm")} AS answer_key,
-       CAST(mm.ask_id AS TEXT) AS answer_id,
+       {_MA_KEY.format(p="b")} AS answer_key,
+       CAST(b.ask_id AS TEXT) AS answer_id,
        CAST(NULL AS TEXT) AS project_id,
-       mm.provider AS provider,
+       b.provider AS provider,
        md.model AS model,
        a.answered_at AS answered_at,
-       mm.brand AS brand,
+       b.brand AS brand,
        CAST(NULL AS BOOLEAN) AS is_primary,
-       MIN(mm.rank) + 1 AS rank,
-       COUNT(*) AS occurrences,
-       CASE WHEN COUNT(DISTINCT mm.label) > 1 THEN 'mixed' ELSE MIN(mm.label) END
-           AS sentiment_label,
-       CAST(AVG(mm.score) AS DOUBLE PRECISION) AS sentiment_score
-FROM ma_mention AS mm
-JOIN ma_answer AS a ON a.ask_id = mm.ask_id
-LEFT JOIN ma_model AS md ON md.ask_id = mm.ask_id AND md.provider = mm.provider
-GROUP BY mm.ask_id, mm.provider, md.model, a.answered_at, mm.brand
+       b.rank AS rank,
+       b.occurrences AS occurrences,
+       b.label AS sentiment_label,
+       CAST(b.score AS DOUBLE PRECISION) AS sentiment_score
+FROM ma_brand AS b
+JOIN ma_answer AS a ON a.ask_id = b.ask_id
+LEFT JOIN ma_model AS md ON md.ask_id = b.ask_id AND md.provider = b.provider
 UNION ALL
 SELECT 'mentionlab',
        {_ML_KEY},
@@ -126,17 +159,15 @@ SELECT 'mentionlab',
        {_ML_PROVIDER},
        j.model,
        {_ML_ANSWERED_AT},
-       COALESCE(e.display_name, e.display_key),
-       CAST(MAX(CAST(e.is_primary AS INTEGER)) AS BOOLEAN),
+       e.brand,
+       CAST(e.is_primary AS BOOLEAN),
        CAST(NULL AS INTEGER),
-       COUNT(*),
+       e.occurrences,
        {_ML_LABEL},
-       CAST(AVG(e.sentiment_score) AS DOUBLE PRECISION)
-FROM job_execution_entities AS e
+       CAST(e.score AS DOUBLE PRECISION)
+FROM ml_brand AS e
 JOIN job_executions AS j ON j.job_execution_id = e.job_execution_id
-WHERE j.status = 'success' AND COALESCE(e.display_name, e.display_key) IS NOT NULL
-GROUP BY j.job_execution_id, j.project_id, j.model, {_ML_ANSWERED_AT},
-         COALESCE(e.display_name, e.display_key)
+WHERE j.status = 'success'
 """  # noqa: S608 (this module's constants only)
 
 
@@ -163,18 +194,7 @@ def _domain(dialect: str, domain: str, url: str) -> str:
 def citation_facts(dialect: str) -> str:
     return f"""
 CREATE VIEW citation_facts AS
-WITH {_MA_CTES},
--- The top-level citations list is the union of the providers' lists: it counts
--- only for an ask whose providers carry none of their own.
-ma_citation AS (
-    SELECT c.ask_id, COALESCE(c.provider, s.provider) AS provider, c.url, c.domain, c.title
-    FROM ask_citations AS c
-    LEFT JOIN ma_sole_provider AS s ON s.ask_id = c.ask_id
-    WHERE c.provider IS NOT NULL
-       OR NOT EXISTS (
-           SELECT 1 FROM ask_citations AS o WHERE o.ask_id = c.ask_id AND o.provider IS NOT NULL
-       )
-)
+WITH {_MA_CTES},{_MA_CITATION}
 SELECT 'mentionsapi' AS vendor,
        {_MA_KEY.format(p="mc")} AS answer_key,
        CAST(mc.ask_id AS TEXT) AS answer_id,
@@ -207,17 +227,28 @@ WHERE j.status = 'success'
 
 # Every answer, including those that mention no brand and cite nothing: the
 # denominator of visibility. A MentionsAPI answer exists for each provider that
-# answered, and for each (ask, provider) a mention or citation was attributed to,
-# so every row of the other two views has its answer here.
+# answered, and for each (ask, provider) a mention or citation was attributed to
+# without that provider having answered, so every row of the other two views
+# has its answer here. The units come from the archive tables, not from the
+# other two views: a report that counts answers then reads no mention or
+# citation (Postgres drops the unused LEFT JOINs below).
 ANSWER_FACTS = f"""
 CREATE VIEW answer_facts AS
-WITH {_MA_CTES},
+WITH {_MA_CTES},{_MA_MENTION},{_MA_CITATION},
 ma_unit AS (
     SELECT ask_id, provider FROM ask_provider_responses
     UNION
-    SELECT answer_id, provider FROM mention_facts WHERE vendor = 'mentionsapi'
+    SELECT ask_id, provider FROM ma_mention AS m
+    WHERE NOT EXISTS (
+        SELECT 1 FROM ask_provider_responses AS p
+        WHERE p.ask_id = m.ask_id AND p.provider = m.provider
+    )
     UNION
-    SELECT answer_id, provider FROM citation_facts WHERE vendor = 'mentionsapi'
+    SELECT ask_id, provider FROM ma_citation AS c
+    WHERE NOT EXISTS (
+        SELECT 1 FROM ask_provider_responses AS p
+        WHERE p.ask_id = c.ask_id AND p.provider = c.provider
+    )
 ),
 ma_any_unit AS (
     SELECT ask_id, provider FROM ma_unit

@@ -6,7 +6,7 @@ import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from models import Vendor
 from worker.analytics.reports import GROUPS, KINDS, Filters
+from worker.analytics.views import VIEWS as VIEW_NAMES
 
 err = Console(stderr=True)
 out = Console()
@@ -60,9 +61,11 @@ UNTIL = click.option(
 )
 
 
-def _missing_views(exc: Exception) -> None:
-    err.print(f"[red]{exc.__class__.__name__}[/red]: {str(exc).splitlines()[0]}", highlight=False)
-    err.print("are the analytics views there? run `mentionsync db upgrade`")
+def _database_error(exc: Exception) -> NoReturn:
+    message = str(exc).splitlines()[0]
+    err.print(f"[red]database error[/red]: {message}", highlight=False, soft_wrap=True)
+    if any(name in message for name in VIEW_NAMES):
+        err.print("the analytics views are missing: run `mentionsync db upgrade`")
     sys.exit(EXIT_FAILED)
 
 
@@ -135,7 +138,7 @@ def report(
         with read_session() as session:
             result = run_report(session, kind, filters, by, top=top, top_urls=top_urls)
     except (OperationalError, ProgrammingError) as exc:
-        _missing_views(exc)
+        _database_error(exc)
     if fmt == "json":
         sys.stdout.buffer.write(to_json(result) + b"\n")
     elif fmt == "csv":
@@ -187,7 +190,7 @@ def export_command(
     try:
         rows = export(name, fmt, out, since=since, until=until)
     except (OperationalError, ProgrammingError) as exc:
-        _missing_views(exc)
+        _database_error(exc)
     err.print(
         f"exported {rows} rows of {name} to {out or 'standard output'}",
         highlight=False,

@@ -12,7 +12,7 @@ import csv
 import enum
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -20,18 +20,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
     ColumnElement,
-    DateTime,
-    Float,
-    Integer,
-    LargeBinary,
-    Numeric,
     Select,
     Table,
     TypeDecorator,
@@ -92,25 +82,8 @@ def streamed(stmt: Select[Any], batch_rows: int = BATCH_ROWS) -> Iterator[Iterat
         yield result.partitions()
 
 
-def _base_type(type_: TypeEngine[Any]) -> TypeEngine[Any]:
+def base_type(type_: TypeEngine[Any]) -> TypeEngine[Any]:
     return type_.impl if isinstance(type_, TypeDecorator) else type_  # type: ignore[return-value]
-
-
-def arrow_type(type_: TypeEngine[Any]) -> pa.DataType:
-    base = _base_type(type_)
-    if isinstance(base, Boolean):
-        return pa.bool_()
-    if isinstance(base, Integer | BigInteger):
-        return pa.int64()
-    if isinstance(base, Float):  # before Numeric: Float is a Numeric
-        return pa.float64()
-    if isinstance(base, Numeric):
-        return pa.decimal128(base.precision or 38, base.scale or 0)
-    if isinstance(base, DateTime):
-        return pa.timestamp("us", tz="UTC")
-    if isinstance(base, LargeBinary):
-        return pa.binary()
-    return pa.string()  # text, ids, enums, and JSON documents as JSON text
 
 
 def _json_default(value: Any) -> Any:
@@ -136,15 +109,6 @@ def _text(value: Any) -> str:
     if isinstance(value, enum.Enum):
         return str(value.value)
     return str(value)
-
-
-def _arrow_value(type_: TypeEngine[Any]) -> Callable[[Any], Any]:
-    base = _base_type(type_)
-    if isinstance(base, JSON):
-        return lambda v: None if v is None else orjson.dumps(v).decode()
-    if arrow_type(type_) == pa.string():
-        return lambda v: None if v is None else (v.value if isinstance(v, enum.Enum) else str(v))
-    return lambda v: v
 
 
 def _write_csv(table: Table, batches: Iterator[Sequence[Any]], out: IO[str]) -> int:
@@ -176,21 +140,6 @@ def _write_jsonl(table: Table, batches: Iterator[Sequence[Any]], out: IO[bytes])
     return rows
 
 
-def _write_parquet(table: Table, batches: Iterator[Sequence[Any]], path: Path) -> int:
-    schema = pa.schema([pa.field(c.name, arrow_type(c.type)) for c in table.c])
-    converters = [_arrow_value(c.type) for c in table.c]
-    rows = 0
-    with pq.ParquetWriter(path, schema) as writer:
-        for batch in batches:
-            arrays = [
-                pa.array([convert(row[i]) for row in batch], type=field.type)
-                for i, (convert, field) in enumerate(zip(converters, schema, strict=True))
-            ]
-            writer.write_batch(pa.record_batch(arrays, schema=schema))
-            rows += len(batch)
-    return rows
-
-
 def export(
     name: str,
     fmt: str,
@@ -212,8 +161,11 @@ def export(
     try:
         with streamed(stmt, batch_rows) as batches:
             if fmt == "parquet":
+                # pyarrow is large: loaded only for Parquet.
+                from worker.analytics.parquet import write_parquet
+
                 assert partial is not None
-                rows = _write_parquet(table, batches, partial)
+                rows = write_parquet(table, batches, partial)
             elif fmt == "jsonl":
                 with _binary_out(partial) as stream:
                     rows = _write_jsonl(table, batches, stream)

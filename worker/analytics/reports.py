@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     BigInteger,
     ColumnElement,
     Float,
@@ -41,6 +42,7 @@ GROUPS = (*TIME_GROUPS, "provider", "model", "vendor")
 # provider is known for, a citation without a domain).
 UNKNOWN = "(unknown)"
 LABELS = ("positive", "neutral", "negative")
+PERIOD = ("period_first", "period_last")
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,11 @@ def _conditions(view: Table, filters: Filters, *, brand: bool) -> list[ColumnEle
         conditions.append(view.c.answered_at >= filters.since)
     if filters.until is not None:
         conditions.append(view.c.answered_at < filters.until)
-    # Vendors and providers are lowercase names; users may type them otherwise.
+    # Vendor and provider names are matched ignoring case ("OpenAI", "openai").
     if filters.vendors:
         conditions.append(view.c.vendor.in_([v.lower() for v in filters.vendors]))
     if filters.providers:
-        conditions.append(view.c.provider.in_([p.lower() for p in filters.providers]))
+        conditions.append(func.lower(view.c.provider).in_([p.lower() for p in filters.providers]))
     if filters.models:
         conditions.append(view.c.model.in_(filters.models))
     if brand and filters.brands:
@@ -139,24 +141,26 @@ def _wanted_brands(brands: Sequence[str]) -> Subquery:
     return (union_all(*rows) if len(rows) > 1 else rows[0]).subquery("wanted")
 
 
-def _ratio(
-    numerator: Subquery, denominator: Subquery, brands: Sequence[str]
-) -> Select[tuple[Any, ...]]:
-    """Per group and brand: rows of `numerator`, rows of `denominator`, their ratio.
+def _totals(base: Subquery, count: ColumnElement[Any]) -> CTE:
+    """Per group: the denominator, and the first and last answer it counts."""
+    return (
+        select(
+            base.c.grp,
+            cast(count, BigInteger).label("total"),
+            func.min(base.c.answered_at).label("first"),
+            func.max(base.c.answered_at).label("last"),
+        )
+        .group_by(base.c.grp)
+        .cte("totals")
+    )
+
+
+def _ratio(counts: CTE, totals: CTE, brands: Sequence[str]) -> Select[tuple[Any, ...]]:
+    """Per group and brand: `counts.n`, the group's `totals.total`, their ratio.
 
     With --brand, every requested brand gets a row in every group, at 0 when it
-    was never mentioned there.
+    was never mentioned there. The last two columns are the report's period.
     """
-    totals = (
-        select(denominator.c.grp, func.count().label("total"))
-        .group_by(denominator.c.grp)
-        .subquery("totals")
-    )
-    counts = (
-        select(numerator.c.grp, numerator.c.brand, func.count().label("n"))
-        .group_by(numerator.c.grp, numerator.c.brand)
-        .subquery("counts")
-    )
     if brands:
         wanted = _wanted_brands(brands)
         n = func.coalesce(counts.c.n, 0)
@@ -176,49 +180,75 @@ def _ratio(
             n.label("n"),
             totals.c.total,
             ratio.label("ratio"),
+            select(func.min(totals.c.first)).scalar_subquery(),
+            select(func.max(totals.c.last)).scalar_subquery(),
         )
         .select_from(source)
         .order_by(totals.c.grp, ratio.desc(), brand)
     )
 
 
-def _rows(
-    session: Session, stmt: Select[tuple[Any, ...]], by: str | None, names: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Result rows as dicts; the group column is named after the grouping."""
-    out = []
+def _period_over_rows(at: ColumnElement[datetime]) -> list[ColumnElement[datetime]]:
+    """The first and last answer over every group of an aggregate query."""
+    first, last = PERIOD
+    return [func.min(func.min(at)).over().label(first), func.max(func.max(at)).over().label(last)]
+
+
+def _run(
+    session: Session,
+    stmt: Select[tuple[Any, ...]],
+    by: str | None,
+    names: Sequence[str],
+    filters: Filters,
+) -> tuple[list[dict[str, Any]], tuple[datetime | None, datetime | None]]:
+    """Result rows as dicts (the group column named after the grouping), and the
+    period: the filters' bounds, else the first and last answer counted, which
+    every statement gives as its last two columns."""
+    rows = []
+    first = last = None
     for row in session.execute(stmt):
-        values = dict(zip(names, row[1:], strict=True))
-        out.append({by: row[0], **values} if by else values)
-    return out
-
-
-def _period(
-    session: Session, view: Table, filters: Filters
-) -> tuple[datetime | None, datetime | None]:
-    first, last = session.execute(
-        select(func.min(view.c.answered_at), func.max(view.c.answered_at)).where(
-            *_conditions(view, filters, brand=False)
-        )
-    ).one()
+        *values, first, last = row
+        named = dict(zip(names, values[1:], strict=True))
+        rows.append({by: values[0], **named} if by else named)
     since = filters.since or first
     until = filters.until - timedelta(microseconds=1) if filters.until else last
-    return since, until
+    return rows, (since, until)
 
 
 def share_of_voice(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
-    # All brands' mentions form the denominator, whatever --brand selects.
-    numerator = _base(mention_facts, filters, by, dialect, brand=True)
-    denominator = _base(mention_facts, filters, by, dialect, brand=False)
+    # One pass over the mentions: counts per brand, and from them the totals,
+    # which take every brand whatever --brand selects.
+    m = _base(mention_facts, filters, by, dialect, brand=False)
+    counts = (
+        select(
+            m.c.grp,
+            m.c.brand,
+            func.count().label("n"),
+            func.min(m.c.answered_at).label("first"),
+            func.max(m.c.answered_at).label("last"),
+        )
+        .group_by(m.c.grp, m.c.brand)
+        .cte("counts")
+    )
+    totals = (
+        select(
+            counts.c.grp,
+            cast(func.sum(counts.c.n), BigInteger).label("total"),
+            func.min(counts.c.first).label("first"),
+            func.max(counts.c.last).label("last"),
+        )
+        .group_by(counts.c.grp)
+        .cte("totals")
+    )
     names = ["brand", "mentions", "total_mentions", "share"]
-    rows = _rows(session, _ratio(numerator, denominator, filters.brands), by, names)
+    rows, period = _run(session, _ratio(counts, totals, filters.brands), by, names, filters)
     return Report(
         "share-of-voice",
         by,
         filters,
         _columns(by, names),
         rows,
-        _period(session, mention_facts, filters),
+        period,
         series="brand",
         metric="share",
         weight="mentions",
@@ -228,17 +258,23 @@ def share_of_voice(session: Session, filters: Filters, by: str | None, dialect: 
 def visibility(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
     # mention_facts has one row per brand and answer, so counting its rows counts
     # the answers that mention the brand.
-    numerator = _base(mention_facts, filters, by, dialect, brand=True)
-    denominator = _base(answer_facts, filters, by, dialect, brand=False)
+    m = _base(mention_facts, filters, by, dialect, brand=True)
+    counts = (
+        select(m.c.grp, m.c.brand, func.count().label("n"))
+        .group_by(m.c.grp, m.c.brand)
+        .cte("counts")
+    )
+    answers = _base(answer_facts, filters, by, dialect, brand=False)
+    totals = _totals(answers, func.count())
     names = ["brand", "answers_mentioning", "answers", "visibility"]
-    rows = _rows(session, _ratio(numerator, denominator, filters.brands), by, names)
+    rows, period = _run(session, _ratio(counts, totals, filters.brands), by, names, filters)
     return Report(
         "visibility",
         by,
         filters,
         _columns(by, names),
         rows,
-        _period(session, answer_facts, filters),
+        period,
         series="brand",
         metric="visibility",
         weight="answers_mentioning",
@@ -255,19 +291,21 @@ def position(session: Session, filters: Filters, by: str | None, dialect: str) -
             func.count(m.c.rank),
             avg.label("avg_position"),
             func.min(m.c.rank),
+            *_period_over_rows(m.c.answered_at),
         )
         .where(m.c.rank.is_not(None))
         .group_by(m.c.grp, m.c.brand)
         .order_by(m.c.grp, avg, m.c.brand)
     )
     names = ["brand", "ranked_mentions", "avg_position", "best_position"]
+    rows, period = _run(session, stmt, by, names, filters)
     return Report(
         "position",
         by,
         filters,
         _columns(by, names),
-        _rows(session, stmt, by, names),
-        _period(session, mention_facts, filters),
+        rows,
+        period,
         series="brand",
         metric="avg_position",
         weight="ranked_mentions",
@@ -292,6 +330,7 @@ def sentiment(session: Session, filters: Filters, by: str | None, dialect: str) 
             *(labelled(label == name) for name in LABELS),
             labelled(and_(label.is_not(None), label.not_in(LABELS))),
             labelled(label.is_(None)),
+            *_period_over_rows(m.c.answered_at),
         )
         .group_by(m.c.grp, m.c.brand)
         .order_by(m.c.grp, func.count().desc(), m.c.brand)
@@ -305,13 +344,14 @@ def sentiment(session: Session, filters: Filters, by: str | None, dialect: str) 
         "other",
         "unlabelled",
     ]
+    rows, period = _run(session, stmt, by, names, filters)
     return Report(
         "sentiment",
         by,
         filters,
         _columns(by, names),
-        _rows(session, stmt, by, names),
-        _period(session, mention_facts, filters),
+        rows,
+        period,
         series="brand",
         metric="avg_score",
         weight="scored",
@@ -337,9 +377,14 @@ def citations(
             )
         )
     c = (
-        select(base.c.grp, func.coalesce(base.c.domain, UNKNOWN).label("domain"), base.c.url)
+        select(
+            base.c.grp,
+            func.coalesce(base.c.domain, UNKNOWN).label("domain"),
+            base.c.url,
+            base.c.answered_at,
+        )
         .where(*conditions)
-        .subquery("c")
+        .cte("c")
     )
     n = func.count()
     domains = (
@@ -351,18 +396,26 @@ def citations(
             func.row_number()
             .over(partition_by=c.c.grp, order_by=(n.desc(), c.c.domain))
             .label("place"),
+            *_period_over_rows(c.c.answered_at),
         )
         .group_by(c.c.grp, c.c.domain)
-        .subquery("domains")
+        .cte("domains")
     )
     share = cast(domains.c.citations, Float) / domains.c.total
     stmt = (
-        select(domains.c.grp, domains.c.domain, domains.c.citations, domains.c.total, share)
+        select(
+            domains.c.grp,
+            domains.c.domain,
+            domains.c.citations,
+            domains.c.total,
+            share,
+            *(domains.c[name] for name in PERIOD),
+        )
         .where(domains.c.place <= top)
         .order_by(domains.c.grp, domains.c.place)
     )
     names = ["domain", "citations", "total_citations", "share"]
-    rows = _rows(session, stmt, by, names)
+    rows, period = _run(session, stmt, by, names, filters)
 
     urls = (
         select(
@@ -396,7 +449,7 @@ def citations(
         filters,
         [*_columns(by, names), "top_urls"],
         rows,
-        _period(session, citation_facts, filters),
+        period,
         series="domain",
         metric="share",
         weight="citations",
