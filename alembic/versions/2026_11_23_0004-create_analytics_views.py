@@ -75,6 +75,32 @@ _ML_ANSWERED_AT = "COALESCE(j.initiated_at, j.created_at, j.fetched_at)"
 _MA_KEY = "'mentionsapi/' || COALESCE({p}.provider, '') || '/' || {p}.ask_id"
 _ML_KEY = "'mentionlab/' || CAST(j.job_execution_id AS TEXT)"
 
+# The seven answer columns every view starts with, for a MentionLab run `j`...
+_ML_ANSWER = f"""'mentionlab',
+       {_ML_KEY},
+       CAST(j.job_execution_id AS TEXT),
+       j.project_id,
+       {_ML_PROVIDER},
+       j.model,
+       {_ML_ANSWERED_AT}"""
+
+
+def _ma_answer(p: str) -> str:
+    """... and for the MentionsAPI rows `p` (ask_id, provider), with their joins."""
+    return f"""'mentionsapi' AS vendor,
+       {_MA_KEY.format(p=p)} AS answer_key,
+       CAST({p}.ask_id AS TEXT) AS answer_id,
+       CAST(NULL AS TEXT) AS project_id,
+       {p}.provider AS provider,
+       md.model AS model,
+       a.answered_at AS answered_at"""
+
+
+def _ma_answer_joins(p: str) -> str:
+    return f"""JOIN ma_answer AS a ON a.ask_id = {p}.ask_id
+LEFT JOIN ma_model AS md ON md.ask_id = {p}.ask_id AND md.provider = {p}.provider"""
+
+
 # Labels and scores on one 0-100 scale: MentionsAPI labels map to 0/50/100;
 # MentionLab scores get the label of their third of the scale.
 _MA_SCORE = """CASE LOWER(m.sentiment)
@@ -135,13 +161,7 @@ ml_brand AS (
     WHERE COALESCE(display_name, display_key) IS NOT NULL
     GROUP BY job_execution_id, COALESCE(display_name, display_key)
 )
-SELECT 'mentionsapi' AS vendor,
-       {_MA_KEY.format(p="b")} AS answer_key,
-       CAST(b.ask_id AS TEXT) AS answer_id,
-       CAST(NULL AS TEXT) AS project_id,
-       b.provider AS provider,
-       md.model AS model,
-       a.answered_at AS answered_at,
+SELECT {_ma_answer("b")},
        b.brand AS brand,
        CAST(NULL AS BOOLEAN) AS is_primary,
        b.rank AS rank,
@@ -149,16 +169,9 @@ SELECT 'mentionsapi' AS vendor,
        b.label AS sentiment_label,
        CAST(b.score AS DOUBLE PRECISION) AS sentiment_score
 FROM ma_brand AS b
-JOIN ma_answer AS a ON a.ask_id = b.ask_id
-LEFT JOIN ma_model AS md ON md.ask_id = b.ask_id AND md.provider = b.provider
+{_ma_answer_joins("b")}
 UNION ALL
-SELECT 'mentionlab',
-       {_ML_KEY},
-       CAST(j.job_execution_id AS TEXT),
-       j.project_id,
-       {_ML_PROVIDER},
-       j.model,
-       {_ML_ANSWERED_AT},
+SELECT {_ML_ANSWER},
        e.brand,
        CAST(e.is_primary AS BOOLEAN),
        CAST(NULL AS INTEGER),
@@ -195,27 +208,14 @@ def citation_facts(dialect: str) -> str:
     return f"""
 CREATE VIEW citation_facts AS
 WITH {_MA_CTES},{_MA_CITATION}
-SELECT 'mentionsapi' AS vendor,
-       {_MA_KEY.format(p="mc")} AS answer_key,
-       CAST(mc.ask_id AS TEXT) AS answer_id,
-       CAST(NULL AS TEXT) AS project_id,
-       mc.provider AS provider,
-       md.model AS model,
-       a.answered_at AS answered_at,
+SELECT {_ma_answer("mc")},
        mc.url AS url,
        {_domain(dialect, "mc.domain", "mc.url")} AS domain,
        mc.title AS title
 FROM ma_citation AS mc
-JOIN ma_answer AS a ON a.ask_id = mc.ask_id
-LEFT JOIN ma_model AS md ON md.ask_id = mc.ask_id AND md.provider = mc.provider
+{_ma_answer_joins("mc")}
 UNION ALL
-SELECT 'mentionlab',
-       {_ML_KEY},
-       CAST(j.job_execution_id AS TEXT),
-       j.project_id,
-       {_ML_PROVIDER},
-       j.model,
-       {_ML_ANSWERED_AT},
+SELECT {_ML_ANSWER},
        s.url,
        {_domain(dialect, "s.domain", "s.url")},
        CAST(NULL AS TEXT)
@@ -258,24 +258,11 @@ ma_any_unit AS (
     WHERE NOT EXISTS (SELECT 1 FROM ma_unit AS u WHERE u.ask_id = a.ask_id)
 ),
 answer AS (
-    SELECT 'mentionsapi' AS vendor,
-           {_MA_KEY.format(p="u")} AS answer_key,
-           CAST(u.ask_id AS TEXT) AS answer_id,
-           CAST(NULL AS TEXT) AS project_id,
-           u.provider AS provider,
-           md.model AS model,
-           a.answered_at AS answered_at
+    SELECT {_ma_answer("u")}
     FROM ma_any_unit AS u
-    JOIN ma_answer AS a ON a.ask_id = u.ask_id
-    LEFT JOIN ma_model AS md ON md.ask_id = u.ask_id AND md.provider = u.provider
+    {_ma_answer_joins("u")}
     UNION ALL
-    SELECT 'mentionlab',
-           {_ML_KEY},
-           CAST(j.job_execution_id AS TEXT),
-           j.project_id,
-           {_ML_PROVIDER},
-           j.model,
-           {_ML_ANSWERED_AT}
+    SELECT {_ML_ANSWER}
     FROM job_executions AS j
     WHERE j.status = 'success'
 )

@@ -6,26 +6,12 @@ from typing import Any
 
 from sqlalchemy import delete, update
 
-from models import (
-    Ask,
-    AskBrandMention,
-    AskCitation,
-    AskProviderResponse,
-    JobExecution,
-    JobExecutionEntity,
-    JobExecutionSource,
-)
+from models import Ask, AskBrandMention, JobExecution
 from tests.analytics.conftest import A2
-from tests.helpers import archive_snapshot, cli
+from tests.helpers import ARCHIVE_MODELS, archive_snapshot, cli
 from worker.db import session_scope
 
-CHILDREN = (
-    AskProviderResponse,
-    AskCitation,
-    AskBrandMention,
-    JobExecutionSource,
-    JobExecutionEntity,
-)
+CHILDREN = tuple(m for m in ARCHIVE_MODELS if m not in (Ask, JobExecution))
 
 
 def wreck_normalized_rows(*models: Any) -> None:

@@ -80,6 +80,46 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What a report's rows hold, after the group column."""
+
+    columns: tuple[str, ...]
+    series: str
+    metric: str
+    weight: str
+    notes: tuple[str, ...] = ()
+
+
+SHAPES = {
+    "share-of-voice": _Shape(
+        ("brand", "mentions", "total_mentions", "share"), "brand", "share", "mentions"
+    ),
+    "visibility": _Shape(
+        ("brand", "answers_mentioning", "answers", "visibility"),
+        "brand",
+        "visibility",
+        "answers_mentioning",
+    ),
+    "position": _Shape(
+        ("brand", "ranked_mentions", "avg_position", "best_position"),
+        "brand",
+        "avg_position",
+        "ranked_mentions",
+        ("Only MentionsAPI reports a rank; MentionLab mentions are left out.",),
+    ),
+    "sentiment": _Shape(
+        ("brand", "mentions", "scored", "avg_score", *LABELS, "other", "unlabelled"),
+        "brand",
+        "avg_score",
+        "scored",
+    ),
+    "citations": _Shape(
+        ("domain", "citations", "total_citations", "share"), "domain", "share", "citations"
+    ),
+}
+
+
 def group_expression(view: Table, by: str | None, dialect: str) -> ColumnElement[str]:
     """The text label of a row's group: a period start, a provider, a model, a vendor."""
     if by is None:
@@ -195,24 +235,32 @@ def _period_over_rows(at: ColumnElement[datetime]) -> list[ColumnElement[datetim
 
 
 def _run(
-    session: Session,
-    stmt: Select[tuple[Any, ...]],
-    by: str | None,
-    names: Sequence[str],
-    filters: Filters,
-) -> tuple[list[dict[str, Any]], tuple[datetime | None, datetime | None]]:
-    """Result rows as dicts (the group column named after the grouping), and the
-    period: the filters' bounds, else the first and last answer counted, which
-    every statement gives as its last two columns."""
+    session: Session, kind: str, stmt: Select[tuple[Any, ...]], filters: Filters, by: str | None
+) -> Report:
+    """Run a report's statement: its rows as dicts (the group column named after
+    the grouping), and the period: the filters' bounds, else the first and last
+    answer counted, which every statement gives as its last two columns."""
+    shape = SHAPES[kind]
     rows = []
     first = last = None
     for row in session.execute(stmt):
         *values, first, last = row
-        named = dict(zip(names, values[1:], strict=True))
+        named = dict(zip(shape.columns, values[1:], strict=True))
         rows.append({by: values[0], **named} if by else named)
     since = filters.since or first
     until = filters.until - timedelta(microseconds=1) if filters.until else last
-    return rows, (since, until)
+    return Report(
+        kind,
+        by,
+        filters,
+        [by, *shape.columns] if by else list(shape.columns),
+        rows,
+        (since, until),
+        series=shape.series,
+        metric=shape.metric,
+        weight=shape.weight,
+        notes=list(shape.notes),
+    )
 
 
 def share_of_voice(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
@@ -240,19 +288,7 @@ def share_of_voice(session: Session, filters: Filters, by: str | None, dialect: 
         .group_by(counts.c.grp)
         .cte("totals")
     )
-    names = ["brand", "mentions", "total_mentions", "share"]
-    rows, period = _run(session, _ratio(counts, totals, filters.brands), by, names, filters)
-    return Report(
-        "share-of-voice",
-        by,
-        filters,
-        _columns(by, names),
-        rows,
-        period,
-        series="brand",
-        metric="share",
-        weight="mentions",
-    )
+    return _run(session, "share-of-voice", _ratio(counts, totals, filters.brands), filters, by)
 
 
 def visibility(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
@@ -266,19 +302,7 @@ def visibility(session: Session, filters: Filters, by: str | None, dialect: str)
     )
     answers = _base(answer_facts, filters, by, dialect, brand=False)
     totals = _totals(answers, func.count())
-    names = ["brand", "answers_mentioning", "answers", "visibility"]
-    rows, period = _run(session, _ratio(counts, totals, filters.brands), by, names, filters)
-    return Report(
-        "visibility",
-        by,
-        filters,
-        _columns(by, names),
-        rows,
-        period,
-        series="brand",
-        metric="visibility",
-        weight="answers_mentioning",
-    )
+    return _run(session, "visibility", _ratio(counts, totals, filters.brands), filters, by)
 
 
 def position(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
@@ -297,20 +321,7 @@ def position(session: Session, filters: Filters, by: str | None, dialect: str) -
         .group_by(m.c.grp, m.c.brand)
         .order_by(m.c.grp, avg, m.c.brand)
     )
-    names = ["brand", "ranked_mentions", "avg_position", "best_position"]
-    rows, period = _run(session, stmt, by, names, filters)
-    return Report(
-        "position",
-        by,
-        filters,
-        _columns(by, names),
-        rows,
-        period,
-        series="brand",
-        metric="avg_position",
-        weight="ranked_mentions",
-        notes=["Only MentionsAPI reports a rank; MentionLab mentions are left out."],
-    )
+    return _run(session, "position", stmt, filters, by)
 
 
 def sentiment(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
@@ -335,27 +346,7 @@ def sentiment(session: Session, filters: Filters, by: str | None, dialect: str) 
         .group_by(m.c.grp, m.c.brand)
         .order_by(m.c.grp, func.count().desc(), m.c.brand)
     )
-    names = [
-        "brand",
-        "mentions",
-        "scored",
-        "avg_score",
-        *LABELS,
-        "other",
-        "unlabelled",
-    ]
-    rows, period = _run(session, stmt, by, names, filters)
-    return Report(
-        "sentiment",
-        by,
-        filters,
-        _columns(by, names),
-        rows,
-        period,
-        series="brand",
-        metric="avg_score",
-        weight="scored",
-    )
+    return _run(session, "sentiment", stmt, filters, by)
 
 
 def citations(
@@ -414,8 +405,7 @@ def citations(
         .where(domains.c.place <= top)
         .order_by(domains.c.grp, domains.c.place)
     )
-    names = ["domain", "citations", "total_citations", "share"]
-    rows, period = _run(session, stmt, by, names, filters)
+    report = _run(session, "citations", stmt, filters, by)
 
     urls = (
         select(
@@ -440,24 +430,11 @@ def citations(
     by_domain: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for grp, domain, url, count in top_url_rows:
         by_domain.setdefault((grp, domain), []).append({"url": url, "citations": count})
-    for row in rows:
+    for row in report.rows:
         grp = row[by] if by else "all"
         row["top_urls"] = by_domain.get((grp, row["domain"]), [])
-    return Report(
-        "citations",
-        by,
-        filters,
-        [*_columns(by, names), "top_urls"],
-        rows,
-        period,
-        series="domain",
-        metric="share",
-        weight="citations",
-    )
-
-
-def _columns(by: str | None, names: Sequence[str]) -> list[str]:
-    return [by, *names] if by else list(names)
+    report.columns.append("top_urls")
+    return report
 
 
 def run_report(
