@@ -39,6 +39,13 @@ def run_migrations_online() -> None:
             connection.execute(text("SET lock_timeout = '10s'"))
             connection.execute(text("SELECT pg_advisory_lock(hashtext('mentionsync-alembic'))"))
             connection.commit()
+        else:
+            # Batch migrations rebuild a table and rename the copy into place.
+            # SQLite >= 3.26 refuses that rename while a view (the analytics
+            # views) reads the table; the legacy rename leaves the views alone,
+            # and they read the rebuilt table by its name.
+            connection.execute(text("PRAGMA legacy_alter_table = ON"))
+            connection.commit()
         try:
             context.configure(
                 connection=connection,

@@ -50,3 +50,8 @@ def test_demo_runs_end_to_end_on_sqlite(tmp_path: Path) -> None:
     assert asks == states.get("archived_mentionsapi", asks) and asks > 30
     assert runs > 30 and mentions > 30
     assert asks + runs == states["archived"] + states.get("failed", 0)
+    # The analytics charts of the demo archive (docs/analytics.md shows them).
+    for name in ("share-of-voice-by-day.png", "visibility-by-provider.png", "citations.png"):
+        chart = tmp_path / "demo" / name
+        assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert chart.stat().st_size > 15_000, name

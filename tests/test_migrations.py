@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy import create_engine, func, inspect, make_url, select, text
 
 from models import metadata
 from tests.conftest import ADMIN_URL
-from worker.migrate import alembic_config
+from worker.analytics.views import VIEWS
+from worker.migrate import alembic_config, script_location
+
+ANALYTICS_VIEWS = set(VIEWS)
 
 
 @pytest.fixture
@@ -40,11 +45,14 @@ def test_upgrade_head_then_downgrade_base(backend: str, request: pytest.FixtureR
     engine = create_engine(url)
     tables = set(inspect(engine).get_table_names())
     assert set(metadata.tables) <= tables
-    # No drift between models and migrations (what `alembic check` does).
+    assert set(inspect(engine).get_view_names()) == ANALYTICS_VIEWS
+    # No drift between models and migrations (what `alembic check` does); the
+    # views are not in the metadata and autogenerate leaves them alone.
     command.check(config)
 
     command.downgrade(config, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    assert inspect(engine).get_view_names() == []
     # And up again: downgrades leave nothing behind that blocks a re-upgrade.
     command.upgrade(config, "head")
     engine.dispose()
@@ -97,3 +105,45 @@ def test_json_null_documents_become_sql_null(scratch_postgres: str) -> None:
         rows = dict(conn.execute(text("SELECT ask_id, cost_breakdown IS NULL FROM asks")).all())
     engine.dispose()
     assert rows == {"ask_a": True, "ask_b": False}
+
+
+LATER_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "later"
+down_revision = {head!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("tracked_ids", recreate="always") as batch:
+        batch.add_column(sa.Column("note", sa.Text(), nullable=True))
+
+
+def downgrade():
+    with op.batch_alter_table("tracked_ids", recreate="always") as batch:
+        batch.drop_column("note")
+"""
+
+
+def test_a_later_batch_migration_on_sqlite_keeps_the_views(
+    scratch_sqlite: str, tmp_path: Path
+) -> None:
+    """SQLite alters a table by rebuilding it; the views that read it must survive."""
+    scripts = tmp_path / "alembic"
+    shutil.copytree(script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    config = alembic_config(scratch_sqlite)
+    config.set_main_option("script_location", str(scripts))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    (scripts / "versions" / "later_rebuild_tracked_ids.py").write_text(
+        LATER_REVISION.format(head=head)
+    )
+    command.upgrade(config, "head")
+    command.downgrade(config, "-1")
+    engine = create_engine(scratch_sqlite)
+    with engine.connect() as conn:
+        for view in VIEWS.values():
+            conn.execute(select(func.count()).select_from(view)).scalar_one()
+    engine.dispose()

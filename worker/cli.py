@@ -414,5 +414,11 @@ def bench(args: tuple[str, ...]) -> None:
     sys.exit(bench_main(list(args)))
 
 
+# report, export, reprocess: worker/analytics/cli.py
+from worker.analytics.cli import COMMANDS as ANALYTICS_COMMANDS  # noqa: E402
+
+for command in ANALYTICS_COMMANDS:
+    main.add_command(command)
+
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -84,14 +85,23 @@ def run_demo(directory: Path, *, asks: int, executions: int, timeout: float) -> 
 
     upgrade()
     dataset = Dataset(seed=7)
-    with session_scope() as session:
-        r1 = register(
-            session, Vendor.MENTIONSAPI, label_arguments(dataset.ask_ids(asks)), settings=settings
-        )
+    # Asks carry no timestamp: register them over the last four days with
+    # --created-at, as a team tracking each day's asks would, so that the
+    # analytics have a time axis.
+    ask_ids = dataset.ask_ids(asks)
+    added = 0
+    for days_ago in range(4):
+        with session_scope() as session:
+            added += register(
+                session,
+                Vendor.MENTIONSAPI,
+                label_arguments(ask_ids[days_ago::4]),
+                settings=settings,
+                created_at=utcnow() - timedelta(days=days_ago, hours=1),
+            ).added
     by_project: dict[str, list[str]] = {}
     for project_id, execution_id in dataset.execution_ids(executions):
         by_project.setdefault(project_id, []).append(execution_id)
-    added = r1.added
     for project_id, ids in by_project.items():
         with session_scope() as session:
             added += register(
@@ -137,15 +147,40 @@ def run_demo(directory: Path, *, asks: int, executions: int, timeout: float) -> 
     with session_scope() as session:
         render_status(collect_status(session, settings, utcnow()), console)
         _show_rows(session)
+    charts = write_demo_charts(directory)
+    console.print(f"\ncharts of the archive: {', '.join(str(c) for c in charts)}", soft_wrap=True)
     console.print(
         f"\nThe archive is {directory / 'mentionsync.db'}. Look around with:\n"
-        f"  DATABASE_URL={env['DATABASE_URL']} mentionsync status",
+        f"  DATABASE_URL={env['DATABASE_URL']} mentionsync status\n"
+        f"  DATABASE_URL={env['DATABASE_URL']} mentionsync report share-of-voice --by day",
         soft_wrap=True,
     )
     if pending:
         console.print(f"[red]{pending} ids still pending after {timeout:.0f}s[/red]")
         return 2
     return 0
+
+
+# The charts docs/analytics.md shows: (report, grouping, file name).
+DEMO_CHARTS = (
+    ("share-of-voice", "day", "share-of-voice-by-day.png"),
+    ("visibility", "provider", "visibility-by-provider.png"),
+    ("citations", None, "citations.png"),
+)
+
+
+def write_demo_charts(directory: Path) -> list[Path]:
+    """Draw the demo archive's standard charts into `directory`."""
+    from worker.analytics.charts import write_chart
+    from worker.analytics.db import read_session
+    from worker.analytics.reports import Filters, run_report
+
+    paths = []
+    with read_session() as session:
+        for kind, by, name in DEMO_CHARTS:
+            write_chart(run_report(session, kind, Filters(), by), directory / name)
+            paths.append(directory / name)
+    return paths
 
 
 def _show_rows(session: Session) -> None:

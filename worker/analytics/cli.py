@@ -1,0 +1,252 @@
+"""The `report`, `export` and `reprocess` commands, attached to `mentionsync`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from models import Vendor
+from worker.analytics.reports import GROUPS, KINDS, Filters
+from worker.analytics.views import VIEWS as VIEW_NAMES
+
+err = Console(stderr=True)
+out = Console()
+
+EXIT_FAILED = 1  # reprocess: some stored payloads no longer normalize
+
+
+class Timestamp(click.ParamType):
+    """An ISO 8601 date or time, in UTC unless it has an offset.
+
+    A bare date as an upper bound means the whole of that day.
+    """
+
+    name = "timestamp"
+
+    def __init__(self, *, end_of_day: bool = False) -> None:
+        self.end_of_day = end_of_day
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            day = None
+        if day is not None:
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return start + timedelta(days=1) if self.end_of_day else start
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"not an ISO 8601 date or timestamp: {value!r}", param, ctx)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+SINCE = click.option(
+    "--since", type=Timestamp(), help="From this date or time (ISO 8601, UTC), inclusive."
+)
+UNTIL = click.option(
+    "--until",
+    type=Timestamp(end_of_day=True),
+    help="Up to this time, exclusive; a bare date includes that whole day.",
+)
+
+
+def _database_error(exc: Exception) -> NoReturn:
+    message = str(exc).splitlines()[0]
+    err.print(f"[red]database error[/red]: {message}", highlight=False, soft_wrap=True)
+    if any(name in message for name in VIEW_NAMES):
+        err.print("the analytics views are missing: run `mentionsync db upgrade`")
+    sys.exit(EXIT_FAILED)
+
+
+@click.command()
+@click.argument("kind", type=click.Choice(KINDS))
+@SINCE
+@UNTIL
+@click.option("--brand", "brands", multiple=True, help="Only this brand (repeatable; exact name).")
+@click.option("--vendor", "vendors", multiple=True, type=click.Choice([v.value for v in Vendor]))
+@click.option("--provider", "providers", multiple=True, help="e.g. openai (repeatable).")
+@click.option("--model", "models", multiple=True, help="Exact model name (repeatable).")
+@click.option("--by", type=click.Choice(GROUPS), default=None, help="One row per group.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--chart",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also draw the report to this PNG file.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="citations: domains per group.",
+)
+@click.option(
+    "--top-urls",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="citations: URLs shown per domain.",
+)
+def report(
+    kind: str,
+    since: datetime | None,
+    until: datetime | None,
+    brands: tuple[str, ...],
+    vendors: tuple[str, ...],
+    providers: tuple[str, ...],
+    models: tuple[str, ...],
+    by: str | None,
+    fmt: str,
+    chart: Path | None,
+    top: int,
+    top_urls: int,
+) -> None:
+    """Share of voice, visibility, position, sentiment or citations (docs/analytics.md).
+
+    KIND is one of: share-of-voice, visibility, position, sentiment, citations.
+    """
+    from worker.analytics.db import read_session
+    from worker.analytics.output import render_table, to_json, write_csv
+    from worker.analytics.reports import run_report
+
+    filters = Filters(
+        since=since,
+        until=until,
+        brands=brands,
+        vendors=vendors,
+        providers=providers,
+        models=models,
+    )
+    try:
+        with read_session() as session:
+            result = run_report(session, kind, filters, by, top=top, top_urls=top_urls)
+    except (OperationalError, ProgrammingError) as exc:
+        _database_error(exc)
+    if fmt == "json":
+        sys.stdout.buffer.write(to_json(result) + b"\n")
+    elif fmt == "csv":
+        write_csv(result, sys.stdout)
+    else:
+        # Piped tables would wrap at rich's default 80 columns.
+        render_table(result, out if out.is_terminal else Console(width=200))
+    if chart is not None:
+        from worker.analytics.charts import write_chart
+
+        write_chart(result, chart)
+        err.print(f"chart written to {chart}", highlight=False, soft_wrap=True)
+
+
+@click.command("export")
+@click.argument("name", metavar="TABLE_OR_VIEW")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl", "parquet"]),
+    default="csv",
+    show_default=True,
+)
+@SINCE
+@UNTIL
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="File to write (default: standard output; Parquet needs a file).",
+)
+def export_command(
+    name: str, fmt: str, since: datetime | None, until: datetime | None, out: Path | None
+) -> None:
+    """Stream a table or view to CSV, JSON lines or Parquet.
+
+    Views select --since/--until on answered_at; tables on when the row was
+    archived (fetched_at, or the parent answer's), registered or received.
+    """
+    from worker.analytics.export import export, exportable
+
+    names = exportable()
+    if name not in names:
+        raise click.BadParameter(
+            f"{name!r} is not a table or view; choose from {', '.join(names)}",
+            param_hint="TABLE_OR_VIEW",
+        )
+    if fmt == "parquet" and out is None:
+        raise click.UsageError("Parquet needs a file: give --out PATH")
+    try:
+        rows = export(name, fmt, out, since=since, until=until)
+    except (OperationalError, ProgrammingError) as exc:
+        _database_error(exc)
+    err.print(
+        f"exported {rows} rows of {name} to {out or 'standard output'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@click.command("reprocess")
+@click.option("--vendor", type=click.Choice([v.value for v in Vendor]), default=None)
+@click.option("--since", type=Timestamp(), help="Only answers archived since then (fetched_at).")
+@click.option("--batch-size", type=click.IntRange(min=1, max=5000), default=100, show_default=True)
+def reprocess_command(vendor: str | None, since: datetime | None, batch_size: int) -> None:
+    """Rebuild the normalized rows from the stored raw payloads, without calling any API.
+
+    Run it after a normalizer fix. Idempotent; interrupting it is safe (each
+    batch is its own transaction), and running it again finishes the job.
+    """
+    from worker.analytics.reprocess import count_stored, reprocess
+    from worker.db import session_scope
+
+    vendors = [Vendor(vendor)] if vendor else list(Vendor)
+    with session_scope() as session:
+        total = count_stored(session, vendors, since)
+    err.print(f"reprocessing {total} stored answers", highlight=False)
+    started = time.monotonic()
+    if err.is_terminal:
+        with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as bar:
+            task = bar.add_task("reprocess", total=total)
+            result = reprocess(
+                vendors, since=since, batch_size=batch_size, progress=lambda n: bar.advance(task, n)
+            )
+    else:
+        # Logs and pipes get a line every few seconds instead of a live bar.
+        done = [0, started]
+
+        def line(n: int) -> None:
+            done[0] += n
+            if time.monotonic() - done[1] >= 5:
+                done[1] = time.monotonic()
+                err.print(f"  {done[0]}/{total} answers", highlight=False)
+
+        result = reprocess(vendors, since=since, batch_size=batch_size, progress=line)
+    for failure in result.failures[:50]:
+        err.print(
+            f"[red]not reprocessed[/red] {failure.vendor} {failure.answer_id}: {failure.reason}",
+            highlight=False,
+        )
+    if len(result.failures) > 50:
+        err.print(f"... and {len(result.failures) - 50} more")
+    err.print(
+        f"reprocessed {result.answers} answers ({result.rows_written} rows written) in "
+        f"{time.monotonic() - started:.1f}s; {len(result.failures)} payloads rejected",
+        highlight=False,
+    )
+    if result.failures:
+        sys.exit(EXIT_FAILED)
+
+
+COMMANDS = (report, export_command, reprocess_command)

@@ -1,0 +1,469 @@
+"""The standard AI-visibility reports, computed by SQL over the analytics views.
+
+Every number is a GROUP BY in the database, so a report costs the same memory on
+a few million answers as on a few hundred; Python only arranges the result rows.
+Definitions and formulas: docs/analytics.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    CTE,
+    BigInteger,
+    ColumnElement,
+    Float,
+    Select,
+    Subquery,
+    Table,
+    Text,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.orm import Session
+
+from worker.analytics.views import answer_facts, citation_facts, mention_facts
+
+KINDS = ("share-of-voice", "visibility", "position", "sentiment", "citations")
+TIME_GROUPS = ("day", "week", "month")
+GROUPS = (*TIME_GROUPS, "provider", "model", "vendor")
+# Label of a group or domain the data leaves empty (a MentionLab model no
+# provider is known for, a citation without a domain).
+UNKNOWN = "(unknown)"
+LABELS = ("positive", "neutral", "negative")
+PERIOD = ("period_first", "period_last")
+
+
+@dataclass(frozen=True)
+class Filters:
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+    brands: tuple[str, ...] = ()
+    vendors: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "brands": list(self.brands),
+            "vendors": list(self.vendors),
+            "providers": list(self.providers),
+            "models": list(self.models),
+        }
+
+
+@dataclass
+class Report:
+    kind: str
+    by: str | None
+    filters: Filters
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    # First and last instant covered: the filters' bounds, else the data's.
+    period: tuple[datetime | None, datetime | None]
+    series: str  # the column naming a line or bar of the chart: brand or domain
+    metric: str  # the column the chart plots
+    weight: str  # the count that ranks series when a chart shows only the largest
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a report's rows hold, after the group column."""
+
+    columns: tuple[str, ...]
+    series: str
+    metric: str
+    weight: str
+    notes: tuple[str, ...] = ()
+
+
+SHAPES = {
+    "share-of-voice": _Shape(
+        ("brand", "mentions", "total_mentions", "share"), "brand", "share", "mentions"
+    ),
+    "visibility": _Shape(
+        ("brand", "answers_mentioning", "answers", "visibility"),
+        "brand",
+        "visibility",
+        "answers_mentioning",
+    ),
+    "position": _Shape(
+        ("brand", "ranked_mentions", "avg_position", "best_position"),
+        "brand",
+        "avg_position",
+        "ranked_mentions",
+        ("Only MentionsAPI reports a rank; MentionLab mentions are left out.",),
+    ),
+    "sentiment": _Shape(
+        ("brand", "mentions", "scored", "avg_score", *LABELS, "other", "unlabelled"),
+        "brand",
+        "avg_score",
+        "scored",
+    ),
+    "citations": _Shape(
+        ("domain", "citations", "total_citations", "share"), "domain", "share", "citations"
+    ),
+}
+
+
+def group_expression(view: Table, by: str | None, dialect: str) -> ColumnElement[str]:
+    """The text label of a row's group: a period start, a provider, a model, a vendor."""
+    if by is None:
+        return literal_column("'all'", Text)
+    if by in ("provider", "model", "vendor"):
+        return func.coalesce(view.c[by], UNKNOWN)
+    if by not in TIME_GROUPS:
+        raise ValueError(f"unknown grouping {by!r}; expected one of {GROUPS}")
+    at = view.c.answered_at
+    # Periods are UTC calendar days, ISO weeks (starting Monday) and months,
+    # labelled by their first day so that labels sort in time order.
+    if dialect == "postgresql":
+        utc = func.timezone("UTC", at)
+        if by == "week":
+            utc = func.date_trunc("week", utc)
+        return func.to_char(utc, "YYYY-MM" if by == "month" else "YYYY-MM-DD")
+    # SQLite keeps timestamps as naive UTC text.
+    if by == "day":
+        return func.strftime("%Y-%m-%d", at)
+    if by == "week":
+        return func.date(at, "weekday 0", "-6 days")
+    return func.strftime("%Y-%m", at)
+
+
+def _conditions(view: Table, filters: Filters, *, brand: bool) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if filters.since is not None:
+        conditions.append(view.c.answered_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(view.c.answered_at < filters.until)
+    # Vendor and provider names are matched ignoring case ("OpenAI", "openai").
+    if filters.vendors:
+        conditions.append(view.c.vendor.in_([v.lower() for v in filters.vendors]))
+    if filters.providers:
+        conditions.append(func.lower(view.c.provider).in_([p.lower() for p in filters.providers]))
+    if filters.models:
+        conditions.append(view.c.model.in_(filters.models))
+    if brand and filters.brands:
+        conditions.append(view.c.brand.in_(filters.brands))
+    return conditions
+
+
+def _base(view: Table, filters: Filters, by: str | None, dialect: str, *, brand: bool) -> Subquery:
+    """The view's filtered rows with their group label as `grp`.
+
+    Grouping by a column of a subquery, rather than repeating the expression,
+    keeps Postgres from seeing two different expressions in SELECT and GROUP BY
+    when the expression carries bound parameters.
+    """
+    return (
+        select(group_expression(view, by, dialect).label("grp"), *view.c)
+        .where(*_conditions(view, filters, brand=brand))
+        .subquery()
+    )
+
+
+def _wanted_brands(brands: Sequence[str]) -> Subquery:
+    rows = [select(cast(literal(b), Text).label("brand")) for b in brands]
+    return (union_all(*rows) if len(rows) > 1 else rows[0]).subquery("wanted")
+
+
+def _totals(base: Subquery, count: ColumnElement[Any]) -> CTE:
+    """Per group: the denominator, and the first and last answer it counts."""
+    return (
+        select(
+            base.c.grp,
+            cast(count, BigInteger).label("total"),
+            func.min(base.c.answered_at).label("first"),
+            func.max(base.c.answered_at).label("last"),
+        )
+        .group_by(base.c.grp)
+        .cte("totals")
+    )
+
+
+def _ratio(counts: CTE, totals: CTE, brands: Sequence[str]) -> Select[tuple[Any, ...]]:
+    """Per group and brand: `counts.n`, the group's `totals.total`, their ratio.
+
+    With --brand, every requested brand gets a row in every group, at 0 when it
+    was never mentioned there. The last two columns are the report's period.
+    """
+    if brands:
+        wanted = _wanted_brands(brands)
+        n = func.coalesce(counts.c.n, 0)
+        source = totals.join(wanted, true()).outerjoin(
+            counts, and_(counts.c.grp == totals.c.grp, counts.c.brand == wanted.c.brand)
+        )
+        brand = wanted.c.brand
+    else:
+        n = counts.c.n
+        source = counts.join(totals, totals.c.grp == counts.c.grp)
+        brand = counts.c.brand
+    ratio = cast(n, Float) / totals.c.total
+    return (
+        select(
+            totals.c.grp,
+            brand.label("brand"),
+            n.label("n"),
+            totals.c.total,
+            ratio.label("ratio"),
+            select(func.min(totals.c.first)).scalar_subquery(),
+            select(func.max(totals.c.last)).scalar_subquery(),
+        )
+        .select_from(source)
+        .order_by(totals.c.grp, ratio.desc(), brand)
+    )
+
+
+def _period_over_rows(at: ColumnElement[datetime]) -> list[ColumnElement[datetime]]:
+    """The first and last answer over every group of an aggregate query."""
+    first, last = PERIOD
+    return [func.min(func.min(at)).over().label(first), func.max(func.max(at)).over().label(last)]
+
+
+def _run(
+    session: Session, kind: str, stmt: Select[tuple[Any, ...]], filters: Filters, by: str | None
+) -> Report:
+    """Run a report's statement: its rows as dicts (the group column named after
+    the grouping), and the period: the filters' bounds, else the first and last
+    answer counted, which every statement gives as its last two columns."""
+    shape = SHAPES[kind]
+    rows = []
+    first = last = None
+    for row in session.execute(stmt):
+        *values, first, last = row
+        named = dict(zip(shape.columns, values[1:], strict=True))
+        rows.append({by: values[0], **named} if by else named)
+    since = filters.since or first
+    until = filters.until - timedelta(microseconds=1) if filters.until else last
+    return Report(
+        kind,
+        by,
+        filters,
+        [by, *shape.columns] if by else list(shape.columns),
+        rows,
+        (since, until),
+        series=shape.series,
+        metric=shape.metric,
+        weight=shape.weight,
+        notes=list(shape.notes),
+    )
+
+
+def share_of_voice(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
+    # One pass over the mentions: counts per brand, and from them the totals,
+    # which take every brand whatever --brand selects.
+    m = _base(mention_facts, filters, by, dialect, brand=False)
+    counts = (
+        select(
+            m.c.grp,
+            m.c.brand,
+            func.count().label("n"),
+            func.min(m.c.answered_at).label("first"),
+            func.max(m.c.answered_at).label("last"),
+        )
+        .group_by(m.c.grp, m.c.brand)
+        .cte("counts")
+    )
+    totals = (
+        select(
+            counts.c.grp,
+            cast(func.sum(counts.c.n), BigInteger).label("total"),
+            func.min(counts.c.first).label("first"),
+            func.max(counts.c.last).label("last"),
+        )
+        .group_by(counts.c.grp)
+        .cte("totals")
+    )
+    return _run(session, "share-of-voice", _ratio(counts, totals, filters.brands), filters, by)
+
+
+def visibility(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
+    # mention_facts has one row per brand and answer, so counting its rows counts
+    # the answers that mention the brand.
+    m = _base(mention_facts, filters, by, dialect, brand=True)
+    counts = (
+        select(m.c.grp, m.c.brand, func.count().label("n"))
+        .group_by(m.c.grp, m.c.brand)
+        .cte("counts")
+    )
+    answers = _base(answer_facts, filters, by, dialect, brand=False)
+    totals = _totals(answers, func.count())
+    return _run(session, "visibility", _ratio(counts, totals, filters.brands), filters, by)
+
+
+def position(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
+    m = _base(mention_facts, filters, by, dialect, brand=True)
+    avg = cast(func.avg(cast(m.c.rank, Float)), Float)
+    stmt = (
+        select(
+            m.c.grp,
+            m.c.brand,
+            func.count(m.c.rank),
+            avg.label("avg_position"),
+            func.min(m.c.rank),
+            *_period_over_rows(m.c.answered_at),
+        )
+        .where(m.c.rank.is_not(None))
+        .group_by(m.c.grp, m.c.brand)
+        .order_by(m.c.grp, avg, m.c.brand)
+    )
+    return _run(session, "position", stmt, filters, by)
+
+
+def sentiment(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
+    m = _base(mention_facts, filters, by, dialect, brand=True)
+    label = m.c.sentiment_label
+
+    def labelled(condition: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.sum(case((condition, 1), else_=0))
+
+    stmt = (
+        select(
+            m.c.grp,
+            m.c.brand,
+            func.count(),
+            func.count(m.c.sentiment_score),
+            cast(func.avg(m.c.sentiment_score), Float),
+            *(labelled(label == name) for name in LABELS),
+            labelled(and_(label.is_not(None), label.not_in(LABELS))),
+            labelled(label.is_(None)),
+            *_period_over_rows(m.c.answered_at),
+        )
+        .group_by(m.c.grp, m.c.brand)
+        .order_by(m.c.grp, func.count().desc(), m.c.brand)
+    )
+    return _run(session, "sentiment", stmt, filters, by)
+
+
+def citations(
+    session: Session,
+    filters: Filters,
+    by: str | None,
+    dialect: str,
+    *,
+    top: int = 10,
+    top_urls: int = 3,
+) -> Report:
+    base = _base(citation_facts, filters, by, dialect, brand=False)
+    conditions = []
+    if filters.brands:
+        # Citations of the answers that mention one of the brands.
+        conditions.append(
+            base.c.answer_key.in_(
+                select(mention_facts.c.answer_key).where(mention_facts.c.brand.in_(filters.brands))
+            )
+        )
+    c = (
+        select(
+            base.c.grp,
+            func.coalesce(base.c.domain, UNKNOWN).label("domain"),
+            base.c.url,
+            base.c.answered_at,
+        )
+        .where(*conditions)
+        .cte("c")
+    )
+    n = func.count()
+    domains = (
+        select(
+            c.c.grp,
+            c.c.domain,
+            n.label("citations"),
+            cast(func.sum(n).over(partition_by=c.c.grp), BigInteger).label("total"),
+            func.row_number()
+            .over(partition_by=c.c.grp, order_by=(n.desc(), c.c.domain))
+            .label("place"),
+            *_period_over_rows(c.c.answered_at),
+        )
+        .group_by(c.c.grp, c.c.domain)
+        .cte("domains")
+    )
+    share = cast(domains.c.citations, Float) / domains.c.total
+    stmt = (
+        select(
+            domains.c.grp,
+            domains.c.domain,
+            domains.c.citations,
+            domains.c.total,
+            share,
+            *(domains.c[name] for name in PERIOD),
+        )
+        .where(domains.c.place <= top)
+        .order_by(domains.c.grp, domains.c.place)
+    )
+    report = _run(session, "citations", stmt, filters, by)
+
+    urls = (
+        select(
+            c.c.grp,
+            c.c.domain,
+            c.c.url,
+            n.label("citations"),
+            func.row_number()
+            .over(partition_by=(c.c.grp, c.c.domain), order_by=(n.desc(), c.c.url))
+            .label("place"),
+        )
+        .where(c.c.url.is_not(None))
+        .group_by(c.c.grp, c.c.domain, c.c.url)
+        .subquery("urls")
+    )
+    top_url_rows = session.execute(
+        select(urls.c.grp, urls.c.domain, urls.c.url, urls.c.citations)
+        .join(domains, and_(domains.c.grp == urls.c.grp, domains.c.domain == urls.c.domain))
+        .where(domains.c.place <= top, urls.c.place <= top_urls)
+        .order_by(urls.c.grp, urls.c.domain, urls.c.place)
+    )
+    by_domain: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for grp, domain, url, count in top_url_rows:
+        by_domain.setdefault((grp, domain), []).append({"url": url, "citations": count})
+    for row in report.rows:
+        grp = row[by] if by else "all"
+        row["top_urls"] = by_domain.get((grp, row["domain"]), [])
+    report.columns.append("top_urls")
+    return report
+
+
+def run_report(
+    session: Session,
+    kind: str,
+    filters: Filters,
+    by: str | None = None,
+    *,
+    top: int = 10,
+    top_urls: int = 3,
+) -> Report:
+    dialect = session.get_bind().dialect.name
+    # A brand given twice is one brand (it would otherwise get two rows).
+    filters = Filters(
+        since=filters.since,
+        until=filters.until,
+        brands=tuple(dict.fromkeys(filters.brands)),
+        vendors=filters.vendors,
+        providers=filters.providers,
+        models=filters.models,
+    )
+    if kind == "share-of-voice":
+        return share_of_voice(session, filters, by, dialect)
+    if kind == "visibility":
+        return visibility(session, filters, by, dialect)
+    if kind == "position":
+        return position(session, filters, by, dialect)
+    if kind == "sentiment":
+        return sentiment(session, filters, by, dialect)
+    if kind == "citations":
+        return citations(session, filters, by, dialect, top=top, top_urls=top_urls)
+    raise ValueError(f"unknown report {kind!r}; expected one of {KINDS}")

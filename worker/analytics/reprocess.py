@@ -1,0 +1,129 @@
+"""`mentionsync reprocess`: rebuild the normalized rows from the stored raw payloads.
+
+For after a normalizer fix: every archived answer goes through today's
+normalizer again and is written with the worker's own upsert, so the result is
+exactly what archiving it today would give. No API is called. Running it twice
+leaves identical rows: the input is the stored payload and its stored fetch time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
+
+from models import Ask, JobExecution, Vendor
+from worker.db import session_scope
+from worker.normalize import Normalized, PayloadError
+from worker.normalize.mentionlab import normalize_execution
+from worker.normalize.mentionsapi import normalize_ask
+from worker.store import upsert_answers
+
+# Raw MentionsAPI payloads reach a few hundred kB (long answers from several
+# providers): a batch of this many stays well within memory.
+BATCH_SIZE = 100
+
+
+@dataclass
+class Failure:
+    vendor: Vendor
+    answer_id: str
+    reason: str
+
+
+@dataclass
+class Reprocessed:
+    answers: int = 0
+    rows_written: int = 0
+    failures: list[Failure] = field(default_factory=list)
+
+
+def _key(vendor: Vendor) -> Any:
+    return Ask.ask_id if vendor is Vendor.MENTIONSAPI else JobExecution.job_execution_id
+
+
+def _conditions(vendor: Vendor, since: datetime | None) -> list[ColumnElement[bool]]:
+    # --since picks answers archived since then: those a faulty normalizer wrote.
+    fetched_at = Ask.fetched_at if vendor is Vendor.MENTIONSAPI else JobExecution.fetched_at
+    return [] if since is None else [fetched_at >= since]
+
+
+def count_stored(session: Session, vendors: Iterable[Vendor], since: datetime | None) -> int:
+    return sum(
+        session.scalar(select(func.count(_key(v))).where(*_conditions(v, since))) or 0
+        for v in vendors
+    )
+
+
+def _normalize(vendor: Vendor, row: Any) -> Normalized:
+    if vendor is Vendor.MENTIONSAPI:
+        return normalize_ask(row.raw_payload, ask_id=row.ask_id, fetched_at=row.fetched_at)
+    return normalize_execution(
+        row.raw_payload,
+        job_execution_id=row.job_execution_id,
+        project_id=row.project_id,
+        fetched_at=row.fetched_at,
+    )
+
+
+def _columns(vendor: Vendor) -> tuple[Any, ...]:
+    if vendor is Vendor.MENTIONSAPI:
+        return (Ask.ask_id, Ask.raw_payload, Ask.fetched_at)
+    return (
+        JobExecution.job_execution_id,
+        JobExecution.project_id,
+        JobExecution.raw_payload,
+        JobExecution.fetched_at,
+    )
+
+
+def reprocess(
+    vendors: Iterable[Vendor],
+    *,
+    since: datetime | None = None,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
+) -> Reprocessed:
+    """Normalize and upsert every stored answer of `vendors`, one batch per transaction.
+
+    Batches walk the primary key, so each one is an index range scan whatever
+    the archive's size. A batch locks its parent rows (FOR UPDATE; SQLite's
+    IMMEDIATE transaction does the same) so a worker re-archiving one of those
+    answers at the same moment waits, and then wins with its newer payload.
+    A payload today's normalizer rejects is reported and its rows left as they are.
+    """
+    result = Reprocessed()
+    for vendor in vendors:
+        key = _key(vendor)
+        last: str | None = None
+        while True:
+            with session_scope() as session:
+                stmt = (
+                    select(*_columns(vendor))
+                    .where(*_conditions(vendor, since))
+                    .order_by(key)
+                    .limit(batch_size)
+                    .with_for_update()
+                )
+                if last is not None:
+                    stmt = stmt.where(key > last)
+                rows = session.execute(stmt).all()
+                if not rows:
+                    break
+                answers = []
+                for row in rows:
+                    try:
+                        answers.append(_normalize(vendor, row))
+                    except PayloadError as exc:
+                        result.failures.append(Failure(vendor, str(row[0]), str(exc)))
+                # Already in key order, the order the worker writes in too.
+                result.rows_written += upsert_answers(session, answers)
+            result.answers += len(answers)
+            last = rows[-1][0]
+            if progress is not None:
+                progress(len(rows))
+    return result
