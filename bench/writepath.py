@@ -159,8 +159,8 @@ def write_upsert(answer_batches: Sequence[Sequence[Normalized]]) -> tuple[float,
 
 
 def json_columns(name: str) -> frozenset[str]:
-    """Columns COPY must send as JSON documents. Like the product's SQLAlchemy JSON
-    type, None there is the JSON value null, not SQL NULL (JSON(none_as_null=False))."""
+    """Columns COPY must send as JSON documents. Like the product's JSON type
+    (none_as_null=True), None there is SQL NULL, not the JSON value null."""
     from models import metadata
 
     return frozenset(c.name for c in metadata.tables[name].columns if isinstance(c.type, JSON))
@@ -187,7 +187,7 @@ def write_copy(database_url: str, rows: dict[str, list[dict[str, Any]]]) -> tupl
                         for row in rows[name]:
                             copy.write_row(
                                 [
-                                    Jsonb(row[c]) if j else row[c]
+                                    Jsonb(row[c]) if j and row[c] is not None else row[c]
                                     for c, j in zip(columns, as_json, strict=True)
                                 ]
                             )
