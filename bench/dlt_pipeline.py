@@ -26,6 +26,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, Numeric, Table
 from sqlalchemy.types import TypeDecorator
 
 from bench.harness import MENTIONLAB_KEY, MENTIONSAPI_KEY
+from bench.writepath import TABLES
 
 DATASET = "dlt_bench"
 # Requests in flight: the same as a mentionsync batch's FETCH_CONCURRENCY x 2 processes.
@@ -145,19 +146,9 @@ def archive(
             max_table_nesting=0,
         )
 
-    names = [
-        "asks",
-        "ask_provider_responses",
-        "ask_citations",
-        "ask_brand_mentions",
-        "job_executions",
-        "job_execution_sources",
-        "job_execution_entities",
-    ]
-
     @dlt.source(max_table_nesting=0)
     def archive_source() -> Any:
-        return [ids, answers, *(table_resource(n) for n in names)]
+        return [ids, answers, *(table_resource(n) for n in TABLES)]
 
     url = make_url(database_url).set(drivername="postgresql")
     if url.password is None:
