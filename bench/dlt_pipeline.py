@@ -18,14 +18,13 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, Numeric, Table
 from sqlalchemy.types import TypeDecorator
 
-from bench.harness import MENTIONLAB_KEY, MENTIONSAPI_KEY
+from bench.naive import fetch_answer
 from bench.writepath import TABLES
 
 DATASET = "dlt_bench"
@@ -89,9 +88,6 @@ def archive(
     from sqlalchemy import make_url
 
     from models import metadata
-    from worker.normalize import parse_json
-    from worker.normalize.mentionlab import normalize_execution
-    from worker.normalize.mentionsapi import normalize_ask
 
     workdir = tempfile.mkdtemp(prefix="mentionsync-bench-dlt-")
     configure(workdir)
@@ -106,27 +102,7 @@ def archive(
 
     @dlt.transformer(data_from=ids, parallelized=True, selected=False)
     def answers(item: tuple[str, str, str]) -> Any:
-        vendor, project_id, external_id = item
-        if vendor == "mentionsapi":
-            response = client.get(
-                f"{base_url}/v1/ask/{external_id}",
-                headers={"Authorization": f"Bearer {MENTIONSAPI_KEY}"},
-            )
-            response.raise_for_status()
-            return normalize_ask(
-                parse_json(response.content), ask_id=external_id, fetched_at=datetime.now(UTC)
-            )
-        response = client.get(
-            f"{base_url}/api/v1/job-executions/{external_id}",
-            headers={"x-api-key": MENTIONLAB_KEY, "x-project-id": project_id},
-        )
-        response.raise_for_status()
-        return normalize_execution(
-            parse_json(response.content),
-            job_execution_id=external_id,
-            project_id=project_id,
-            fetched_at=datetime.now(UTC),
-        )
+        return fetch_answer(client, base_url, *item)
 
     def table_resource(name: str) -> Any:
         table = metadata.tables[name]

@@ -25,6 +25,36 @@ def _models_by_table() -> dict[str, type[Any]]:
     return {m.class_.__table__.name: m.class_ for m in Base.registry.mappers}
 
 
+def fetch_answer(
+    client: httpx.Client, base_url: str, vendor: str, project_id: str, external_id: str
+) -> Any:
+    """One plain GET and the product's normalizer: what both baselines do per id."""
+    from worker.normalize import parse_json
+    from worker.normalize.mentionlab import normalize_execution
+    from worker.normalize.mentionsapi import normalize_ask
+
+    if vendor == "mentionsapi":
+        response = client.get(
+            f"{base_url}/v1/ask/{external_id}",
+            headers={"Authorization": f"Bearer {MENTIONSAPI_KEY}"},
+        )
+        response.raise_for_status()
+        return normalize_ask(
+            parse_json(response.content), ask_id=external_id, fetched_at=datetime.now(UTC)
+        )
+    response = client.get(
+        f"{base_url}/api/v1/job-executions/{external_id}",
+        headers={"x-api-key": MENTIONLAB_KEY, "x-project-id": project_id},
+    )
+    response.raise_for_status()
+    return normalize_execution(
+        parse_json(response.content),
+        job_execution_id=external_id,
+        project_id=project_id,
+        fetched_at=datetime.now(UTC),
+    )
+
+
 def archive(
     database_url: str,
     base_url: str,
@@ -32,10 +62,6 @@ def archive(
     executions: Sequence[tuple[str, str]],
 ) -> float:
     """Fetch and store every id, one after the other; return the seconds it took."""
-    from worker.normalize import parse_json
-    from worker.normalize.mentionlab import normalize_execution
-    from worker.normalize.mentionsapi import normalize_ask
-
     models = _models_by_table()
     engine = create_engine(database_url)
     client = httpx.Client(timeout=30.0)
@@ -51,27 +77,9 @@ def archive(
     try:
         with Session(engine) as session:
             for ask_id in asks:
-                response = client.get(
-                    f"{base_url}/v1/ask/{ask_id}",
-                    headers={"Authorization": f"Bearer {MENTIONSAPI_KEY}"},
-                )
-                response.raise_for_status()
-                answer = normalize_ask(
-                    parse_json(response.content), ask_id=ask_id, fetched_at=datetime.now(UTC)
-                )
-                store(session, answer)
+                store(session, fetch_answer(client, base_url, "mentionsapi", "", ask_id))
             for project_id, execution_id in executions:
-                response = client.get(
-                    f"{base_url}/api/v1/job-executions/{execution_id}",
-                    headers={"x-api-key": MENTIONLAB_KEY, "x-project-id": project_id},
-                )
-                response.raise_for_status()
-                answer = normalize_execution(
-                    parse_json(response.content),
-                    job_execution_id=execution_id,
-                    project_id=project_id,
-                    fetched_at=datetime.now(UTC),
-                )
+                answer = fetch_answer(client, base_url, "mentionlab", project_id, execution_id)
                 store(session, answer)
         return time.perf_counter() - started
     finally:
