@@ -4,6 +4,7 @@ worker nodes and beats. Everything is a real process on loopback."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -143,9 +144,21 @@ class CeleryProcesses:
         deadline = time.monotonic() + wait
         while not (pids := children(self.nodes[name].pid)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if not pids:
-            raise RuntimeError(f"worker node {name} has no pool processes")
         return pids
+
+    def kill_pool_process(self, rng: random.Random, node: str | None = None) -> str:
+        """SIGKILL one pool process, of `node` or of a node picked by `rng`; returns
+        which node lost it. A node that has no pool process at that moment (its
+        main process may be between reconnects) is passed over for the next one;
+        if none has any, the nodes' exit codes and logs say why."""
+        names = sorted(self.nodes)
+        first = node if node is not None else rng.choice(names)
+        for name in [first, *(n for n in names if n != first)]:
+            if pids := self.pool_children(name):
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                return name
+        states = ", ".join(f"{n}: exit code {self.nodes[n].poll()}" for n in names)
+        raise RuntimeError(f"no worker node has a pool process ({states})\n{self.output()[-6000:]}")
 
     def kill_node(self, name: str) -> int:
         """SIGKILL a whole node, main process and pool children at once."""

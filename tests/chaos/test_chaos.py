@@ -118,8 +118,7 @@ def test_sync_survives_kills_broker_crash_and_database_outage(  # type: ignore[n
         for t in (4.0, 6.0, 8.0):
             wait_until(t)
             if during_sync("SIGKILL one pool process"):
-                node = rng.choice(sorted(celery.nodes))
-                os.kill(rng.choice(celery.pool_children(node)), 9)
+                events[-1] += f" of node {celery.kill_pool_process(rng)}"
                 child_kills += 1
         wait_until(10.0)
         if during_sync("crash Redis"):
@@ -140,7 +139,7 @@ def test_sync_survives_kills_broker_crash_and_database_outage(  # type: ignore[n
             events.append(f"{time.monotonic() - started:5.1f}s Postgres back ({cut} cut)")
         wait_until(20.0)
         if during_sync("SIGKILL one pool process"):
-            os.kill(rng.choice(celery.pool_children("a")), 9)
+            events[-1] += f" of node {celery.kill_pool_process(rng, node='a')}"
             child_kills += 1
 
         deadline = time.monotonic() + 240
