@@ -164,6 +164,11 @@ def explain(database_url: str, statements: list[tuple[str, Any]]) -> list[str]:
     try:
         with engine.connect() as conn:
             for statement, parameters in statements:
+                if statement.lstrip().upper().startswith("SET "):
+                    # A session setting (the claim's synchronous_commit): no plan.
+                    conn.exec_driver_sql(statement, parameters or None)
+                    plans.append("(a setting, not a query: no plan)")
+                    continue
                 rows = conn.exec_driver_sql(
                     "EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters or None
                 ).all()
@@ -204,8 +209,8 @@ def measure(plan: Plan, total: int, now: datetime) -> tuple[Size, list[tuple[str
 
 
 def print_plans(plans: list[tuple[str, str]]) -> None:
-    claims = [(sql, p) for sql, p in plans if sql.lstrip().upper().startswith("UPDATE")]
-    others = [(sql, p) for sql, p in plans if not sql.lstrip().upper().startswith("UPDATE")]
+    claims = [(sql, p) for sql, p in plans if "UPDATE tracked_ids" in sql]
+    others = [(sql, p) for sql, p in plans if "UPDATE tracked_ids" not in sql]
     if claims:
         first_sql, first = claims[0]
         console.print("[bold]scheduler: the claim statement (postgres)[/]")

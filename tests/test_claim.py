@@ -3,14 +3,19 @@ whatever the number of concurrent claimers."""
 
 from __future__ import annotations
 
+import random
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from sqlalchemy import select, text, update
 
 from models import TrackedId, TrackedState, Vendor
 from worker.config import get_settings
 from worker.db import get_engine, session_scope
+from worker.migrate import upgrade
 from worker.poller import claim_batches, claim_due, in_flight
 from worker.registry import label_arguments, register
 
@@ -67,6 +72,36 @@ def test_earliest_deadline_first_and_only_due_active_ids() -> None:
         again = claim_due(s, Vendor.MENTIONSAPI, 100, now=later, settings=get_settings())
     assert again is not None
     assert len(again.ids) == 9
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_a_claim_lists_its_ids_earliest_deadline_first(
+    backend: str, tmp_path: Path, configure: Callable[..., None]
+) -> None:
+    """The first batch split off a claim is the most urgent one, on both backends
+    (Postgres orders inside the statement, SQLite after it)."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'claim.db'}"
+        upgrade("head", database_url=url)
+        configure(DATABASE_URL=url)
+    seed(200)
+    deadlines = list(range(200))
+    random.Random(7).shuffle(deadlines)
+    with session_scope() as s:
+        for i, days in enumerate(deadlines):
+            s.execute(
+                update(TrackedId)
+                .where(TrackedId.external_id == f"ask_{i:05d}")
+                .values(deadline_at=NOW + timedelta(days=1, minutes=days))
+            )
+    with session_scope() as s:
+        claim = claim_due(s, Vendor.MENTIONSAPI, 150, now=NOW, settings=get_settings())
+    assert claim is not None
+    with session_scope() as s:
+        order = dict(s.execute(select(TrackedId.id, TrackedId.deadline_at)).all())
+    claimed = [order[i] for i in claim.ids]
+    assert len(claimed) == 150
+    assert claimed == sorted(order.values())[:150]
 
 
 def test_concurrent_claimers_never_take_the_same_id() -> None:
