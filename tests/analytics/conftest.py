@@ -87,6 +87,8 @@ A1 = _ask(
         _mention("Globex", "anthropic", 0, "positive"),
     ],
 )
+# What ask_a1 cost: exact decimals, for the export round-trip.
+A1["usage"] = {"billable_units": 2, "cost_cents": 12.345678, "cost_breakdown": {"openai": 7.5}}
 # Registered without --created-at at 2026-11-03T08:00Z. One provider; a mention
 # without sentiment, a mention without provider, and only top-level citations.
 A2 = _ask(

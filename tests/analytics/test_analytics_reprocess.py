@@ -6,9 +6,10 @@ from typing import Any
 
 from sqlalchemy import delete, update
 
-from models import Ask, AskBrandMention, JobExecution
+from models import Ask, AskBrandMention, JobExecution, Vendor
 from tests.analytics.conftest import A2
 from tests.helpers import ARCHIVE_MODELS, archive_snapshot, cli
+from worker.analytics.reprocess import reprocess
 from worker.db import session_scope
 
 CHILDREN = tuple(m for m in ARCHIVE_MODELS if m not in (Ask, JobExecution))
@@ -28,6 +29,8 @@ def test_reprocess_restores_identical_rows(archive: str) -> None:
     wreck_normalized_rows(*CHILDREN)
     assert archive_snapshot() != before
 
+    # The vendors' base URLs point at a closed port (tests/conftest.py): the rows
+    # can only come from the stored payloads.
     result = cli("reprocess")
     assert result.returncode == 0, result.stderr
     # 5 asks (one failed) and 4 runs (one failed) are stored.
@@ -82,3 +85,12 @@ def test_a_payload_the_normalizer_rejects_is_reported_and_left_alone(archive: st
         r for r in before["ask_brand_mentions"] if r[0] != "ask_a2"
     ]
     assert after["job_execution_entities"] == before["job_execution_entities"]
+
+
+def test_reprocess_reports_progress_batch_by_batch(archive: str) -> None:
+    # What the progress bar (or, in a log, the periodic line) is fed: one call
+    # per batch, adding up to every stored answer.
+    calls: list[int] = []
+    result = reprocess(list(Vendor), batch_size=2, progress=calls.append)
+    assert result.answers == sum(calls) == 9
+    assert calls == [2, 2, 1, 2, 2]  # 5 asks, then 4 runs, two at a time

@@ -6,9 +6,22 @@ from typing import Any
 
 from sqlalchemy import inspect, select
 
-from tests.analytics.conftest import L1_ID, L2_ID, L4_ID, PROJECT, at
+from tests.analytics.conftest import (
+    FETCHED,
+    L1_ID,
+    L2_ID,
+    L4_ID,
+    PROJECT,
+    _ask,
+    _mention,
+    _run,
+    at,
+)
 from worker.analytics.views import VIEWS, answer_facts, citation_facts, mention_facts
 from worker.db import get_engine, session_scope
+from worker.normalize.mentionlab import normalize_execution
+from worker.normalize.mentionsapi import normalize_ask
+from worker.store import upsert_answers
 
 
 def rows(table: Any, *columns: str) -> list[tuple[Any, ...]]:
@@ -120,4 +133,32 @@ def test_citation_facts_normalize_domains(archive: str) -> None:
             (L4_ID, "microsoft", "https://www.Other.org/g", "other.org", None),
         ],
         key=repr,
+    )
+
+
+def test_blank_brand_names_are_not_brands(backend: str) -> None:
+    """A MentionLab entity with a blank name counts under its key (migration
+    0007); with neither, like a MentionsAPI mention with a blank brand, it is
+    no mention at all."""
+    entities = [
+        {"displayKey": "key-acme", "displayName": "", "isPrimary": True, "sentimentScore": 90},
+        {"displayKey": "", "displayName": "", "isPrimary": False},
+    ]
+    run = _run(L1_ID, "success", "gpt-4o", entities, [], "2026-11-03T10:00:00.000Z")
+    ask = _ask("ask_b1", [("openai", "gpt-4o", [])], [_mention("", "openai", 0, "positive")])
+    with session_scope() as session:
+        upsert_answers(
+            session,
+            [
+                normalize_execution(
+                    run, job_execution_id=L1_ID, project_id=PROJECT, fetched_at=FETCHED
+                ),
+                normalize_ask(ask, ask_id="ask_b1", fetched_at=FETCHED),
+            ],
+        )
+    assert rows(mention_facts, "answer_key", "brand", "is_primary", "sentiment_score") == [
+        (f"mentionlab/{L1_ID}", "key-acme", True, 90.0)
+    ]
+    assert rows(answer_facts, "answer_key", "brands") == sorted(
+        [(f"mentionlab/{L1_ID}", 1), ("mentionsapi/openai/ask_b1", 0)], key=repr
     )

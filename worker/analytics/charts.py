@@ -75,6 +75,12 @@ def _subtitle(report: Report) -> str:
 
 
 def write_chart(report: Report, path: Path) -> None:
+    draw_chart(report).savefig(path, format="png")
+
+
+def draw_chart(report: Report) -> Figure:
+    """Lines over time for day/week/month, bars otherwise; labelled axes, legend,
+    and the period in the title."""
     fig = Figure(figsize=(WIDTH_INCHES, HEIGHT_INCHES), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -126,4 +132,4 @@ def write_chart(report: Report, path: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     if series:
         ax.legend(title=report.series.capitalize(), loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.savefig(path, format="png")
+    return fig

@@ -44,6 +44,8 @@ TIME_COLUMNS = {
     "job_executions": "fetched_at",
     "quarantined_payloads": "received_at",
     "vendor_accounts": "updated_at",
+    "webhook_deliveries": "received_at",
+    "alert_state": "updated_at",
 }
 
 
@@ -68,7 +70,9 @@ def time_conditions(
         return window(table.c.answered_at)
     if table.name in TIME_COLUMNS:
         return window(table.c[TIME_COLUMNS[table.name]])
-    fk = next(iter(table.foreign_keys))
+    fk = next(iter(table.foreign_keys), None)
+    if fk is None or fk.column.table.name not in TIME_COLUMNS:
+        raise ValueError(f"{table.name} has no time column for --since/--until")
     parent = fk.column.table
     parent_rows = select(fk.column).where(*window(parent.c[TIME_COLUMNS[parent.name]]))
     return [fk.parent.in_(parent_rows)]
