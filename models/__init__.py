@@ -8,6 +8,7 @@ from models.quarantine import QuarantinedPayload
 from models.tracking import (
     ACTIVE_STATES,
     FINAL_STATES,
+    SAVABLE_STATES,
     TrackedId,
     TrackedState,
     Vendor,
@@ -17,6 +18,7 @@ from models.tracking import (
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
+    "SAVABLE_STATES",
     "AlertState",
     "Ask",
     "AskBrandMention",

@@ -43,6 +43,13 @@ class TrackedState(enum.StrEnum):
 
 ACTIVE_STATES: tuple[TrackedState, ...] = (TrackedState.TRACKED, TrackedState.POLLING)
 FINAL_STATES: tuple[TrackedState, ...] = tuple(s for s in TrackedState if s not in ACTIVE_STATES)
+# Not archived, and still savable before the deadline: polling will fetch the
+# active ones, `mentionsync retry` the others. What "at risk" counts.
+SAVABLE_STATES: tuple[TrackedState, ...] = (
+    *ACTIVE_STATES,
+    TrackedState.ERROR,
+    TrackedState.INVALID_PAYLOAD,
+)
 
 # Kept as a literal so the partial index predicate renders the same on every dialect
 # and in the migration.

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from rich.console import Console
 from sqlalchemy import select, update
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,6 +26,7 @@ from worker.db import session_scope
 from worker.logs import RedactingFilter, secrets_of
 from worker.registry import label_arguments, register
 from worker.schedule import HOUSEKEEPING_TASK, beat_schedule
+from worker.status import collect_status, gauge_values, render_status
 
 HOOK_TOKEN = "T000/B000/alert-token-5b1f9c"
 
@@ -205,3 +207,45 @@ def test_beat_runs_housekeeping_which_forgets_old_webhook_events() -> None:
     assert prune_deliveries(get_settings(), now=NOW) == 1
     with session_scope() as session:
         assert session.scalars(select(WebhookDelivery.event_id)).all() == ["evt_new"]
+
+
+def test_at_risk_counts_what_can_still_be_saved(receiver: Receiver) -> None:
+    """Near its deadline, an id polling gave up on (error, invalid_payload) is at
+    risk too: `mentionsync retry` can still save it. Archived, expired and
+    not_found ids are not, and neither is an id far from its deadline."""
+    states = {
+        "ask_polling": TrackedState.POLLING,
+        "ask_error": TrackedState.ERROR,
+        "ask_invalid_payload": TrackedState.INVALID_PAYLOAD,
+        "ask_archived": TrackedState.ARCHIVED,
+        "ask_expired": TrackedState.EXPIRED,
+        "ask_not_found": TrackedState.NOT_FOUND,
+    }
+    track(*states, created_at=NOW - timedelta(days=29))
+    track("ask_far_error")
+    with session_scope() as session:
+        for external_id, state in [*states.items(), ("ask_far_error", TrackedState.ERROR)]:
+            session.execute(
+                update(TrackedId).where(TrackedId.external_id == external_id).values(state=state)
+            )
+    settings = get_settings()
+    at_risk = {"ask_polling", "ask_error", "ask_invalid_payload"}
+
+    with session_scope() as session:
+        report = collect_status(session, settings, NOW)
+        gauges = gauge_values(session, settings, NOW)
+    assert report["at_risk"]["count"] == 3
+    assert {i["external_id"] for i in report["at_risk"]["ids"]} == at_risk
+    assert {labels["vendor"]: n for labels, n in gauges["at_risk_ids"]} == {
+        "mentionsapi": 3,
+        "mentionlab": 0,
+    }
+    out = Console(width=200, record=True)
+    render_status(report, out)
+    shown = out.export_text()
+    assert "at risk (deadline within 48 h, not archived): 3" in shown
+    assert "ask_error deadline" in shown and "(error: retry it)" in shown
+
+    alert = next(a for a in check_alerts(settings, now=NOW) if a["kind"] == "at_risk")
+    assert alert["count"] == 3
+    assert {i["external_id"] for i in alert["ids"]} == at_risk

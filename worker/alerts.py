@@ -1,7 +1,8 @@
 """Alerts before answers expire: a JSON POST to ALERT_WEBHOOK_URL, rate-limited.
 
 Two kinds:
-- `at_risk`: ids not yet final whose deadline is within AT_RISK_HOURS. Sent while
+- `at_risk`: ids not archived whose deadline is within AT_RISK_HOURS: active, or
+  in `error`/`invalid_payload` where `mentionsync retry` can still save them. Sent while
   there are any, at most once per ALERT_INTERVAL_SECONDS.
 - `lost_to_expiry`: ids recorded `expired` since the last alert of this kind
   (only new losses alert; the count is remembered). Also at most once per interval.
@@ -22,10 +23,10 @@ import httpx
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from models import ACTIVE_STATES, AlertState, TrackedId, TrackedState, WebhookDelivery, utcnow
+from models import AlertState, TrackedId, TrackedState, WebhookDelivery, utcnow
 from worker.config import Settings
 from worker.db import session_scope
-from worker.status import sample_ids
+from worker.status import at_risk, sample_ids
 from worker.store import dialect_insert
 
 log = logging.getLogger("mentionsync.alerts")
@@ -44,9 +45,8 @@ def post_json(url: str, payload: dict[str, Any]) -> None:
 def _candidates(session: Session, settings: Settings, now: datetime) -> list[dict[str, Any]]:
     """Alerts that would be sent if their rate limit allowed, with their value."""
     found = []
-    active = TrackedId.state.in_(ACTIVE_STATES)
-    at_risk = TrackedId.deadline_at <= now + timedelta(hours=settings.at_risk_hours)
-    risky = session.scalar(select(func.count()).where(active, at_risk)) or 0
+    risky_ids = at_risk(settings, now)
+    risky = session.scalar(select(func.count()).where(*risky_ids)) or 0
     if risky:
         found.append(
             {
@@ -55,9 +55,7 @@ def _candidates(session: Session, settings: Settings, now: datetime) -> list[dic
                 "value": risky,
                 "text": f"mentionsync: {risky} ids are not archived and reach their deadline "
                 f"within {settings.at_risk_hours:g} h",
-                "ids": sample_ids(
-                    session, active, at_risk, order=TrackedId.deadline_at, limit=SAMPLE
-                ),
+                "ids": sample_ids(session, *risky_ids, order=TrackedId.deadline_at, limit=SAMPLE),
             }
         )
     expired = TrackedState.EXPIRED

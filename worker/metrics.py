@@ -165,7 +165,8 @@ _GAUGES: dict[str, str] = {
     "ids": "Tracked ids by vendor and state.",
     "oldest_pending_age_seconds": "Age (since registration) of the oldest id not yet final.",
     "nearest_deadline_seconds": "Seconds until the nearest deadline of an id not yet final.",
-    "at_risk_ids": "Ids not yet final whose deadline is within AT_RISK_HOURS.",
+    "at_risk_ids": "Ids not archived (active, error or invalid_payload) whose deadline "
+    "is within AT_RISK_HOURS.",
     "lost_to_expiry_ids": "Ids lost because the vendor's retention passed first (410).",
     "error_ids": "Ids that ran out of attempts (state error; `mentionsync retry`).",
     "webhook_waiting_ids": "Ids expecting a webhook, still inside their grace period.",

@@ -7,15 +7,32 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import ColumnElement, and_, func, select, text
 from sqlalchemy.orm import Session
 
-from models import ACTIVE_STATES, QuarantinedPayload, TrackedId, TrackedState, Vendor
+from models import (
+    ACTIVE_STATES,
+    SAVABLE_STATES,
+    QuarantinedPayload,
+    TrackedId,
+    TrackedState,
+    Vendor,
+)
 from models.tracking import RECOVERED_PREDICATE
 from worker.config import Settings
 from worker.poller import account_gate
 
 SAMPLE = 10
+
+
+def at_risk(settings: Settings, now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Ids not archived whose deadline is within AT_RISK_HOURS, and that can still
+    be saved: the active ones, and those in `error` or `invalid_payload` that
+    `mentionsync retry` would bring back."""
+    return (
+        TrackedId.state.in_(SAVABLE_STATES),
+        TrackedId.deadline_at <= now + timedelta(hours=settings.at_risk_hours),
+    )
 
 
 def sample_ids(
@@ -65,9 +82,8 @@ def collect_status(session: Session, settings: Settings, now: datetime) -> dict[
     totals = {s.value: sum(c[s.value] for c in counts.values()) for s in TrackedState}
 
     active = TrackedId.state.in_(ACTIVE_STATES)
-    risk_horizon = now + timedelta(hours=settings.at_risk_hours)
-    at_risk = TrackedId.deadline_at <= risk_horizon
-    at_risk_count = session.scalar(select(func.count()).where(active, at_risk)) or 0
+    risky = at_risk(settings, now)
+    at_risk_count = session.scalar(select(func.count()).where(*risky)) or 0
 
     accounts = {}
     for vendor in Vendor:
@@ -92,7 +108,7 @@ def collect_status(session: Session, settings: Settings, now: datetime) -> dict[
         "at_risk": {
             "hours": settings.at_risk_hours,
             "count": at_risk_count,
-            "ids": sample_ids(session, active, at_risk, order=TrackedId.deadline_at),
+            "ids": sample_ids(session, *risky, order=TrackedId.deadline_at),
         },
         "lost_to_expiry": {
             "count": totals[TrackedState.EXPIRED.value],
@@ -169,12 +185,9 @@ def gauge_values(
         select(by_vendor, func.min(TrackedId.deadline_at)).where(active).group_by(by_vendor),
         lambda t: (t - now).total_seconds(),
     )
-    horizon = now + timedelta(hours=settings.at_risk_hours)
     per_vendor(
         "at_risk_ids",
-        select(by_vendor, func.count())
-        .where(active, TrackedId.deadline_at <= horizon)
-        .group_by(by_vendor),
+        select(by_vendor, func.count()).where(*at_risk(settings, now)).group_by(by_vendor),
     )
     out["lost_to_expiry_ids"] = [
         ({"vendor": v.value}, counts[(v, TrackedState.EXPIRED)]) for v in Vendor
@@ -243,8 +256,10 @@ def render_status(report: dict[str, Any], out: Console) -> None:
         f"[{style}]at risk (deadline within {risk['hours']:g} h, not archived): {risk['count']}[/]"
     )
     for item in risk["ids"]:
+        # An id in `error` or `invalid_payload` waits for `mentionsync retry`.
+        waits = "" if item["state"] in ACTIVE_STATES else f" ({item['state']}: retry it)"
         out.print(
-            f"  {item['vendor']} {item['external_id']} deadline {item['deadline_at']}",
+            f"  {item['vendor']} {item['external_id']} deadline {item['deadline_at']}{waits}",
             highlight=False,
         )
     lost = report["lost_to_expiry"]
