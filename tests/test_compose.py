@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 SETTINGS = {name.upper() for name in Settings.model_fields}
 # Read by prometheus_client itself, not by the settings object.
 NOT_SETTINGS = {"PROMETHEUS_MULTIPROC_DIR"}
-COMPOSE_ONLY = {"POSTGRES_PASSWORD"}
+COMPOSE_ONLY = {"POSTGRES_PASSWORD", "PUBLISH_ADDRESS"}
 
 
 def env_example() -> set[str]:
@@ -122,6 +122,12 @@ def test_dependencies_and_healthchecks_are_wired() -> None:
         assert f"127.0.0.1:{port}/" in test, name
         assert port in " ".join(SERVICES[name]["command"]) or name == "worker", name
     assert "/readyz" in " ".join(SERVICES["api"]["healthcheck"]["test"])
+    # Nothing is published on every interface by default: /metrics, /readyz and
+    # flower answer without a token.
+    for name, svc in SERVICES.items():
+        for mapping in svc.get("ports", []):
+            host = mapping.rsplit(":", 2)[0]
+            assert host in ("127.0.0.1", "${PUBLISH_ADDRESS:-127.0.0.1}"), (name, mapping)
 
     # Scalable: no fixed host port, no container name on workers.
     worker = SERVICES["worker"]

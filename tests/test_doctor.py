@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 import secrets
 import socket
+import subprocess
+import sys
+import uuid
 from collections.abc import Callable
 from email.utils import formatdate
 
@@ -158,3 +161,61 @@ def test_a_test_alert(configure: Callable[..., None]) -> None:
         line.startswith("ok") and "test alert" in line for line in result.stdout.splitlines()
     )
     assert received and received[0]["kind"] == "test"
+
+
+def test_an_invalid_setting_is_named_not_a_traceback(configure: Callable[..., None]) -> None:
+    configure(BATCH_SIZE="fifty", MENTIONSAPI_RATE_LIMIT="-1")
+    for args in (["doctor"], ["status"]):
+        result = cli(*args)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+        assert "invalid configuration" in result.stderr
+        assert "BATCH_SIZE: Input should be a valid integer" in result.stderr
+        assert "MENTIONSAPI_RATE_LIMIT: Input should be greater than 0" in result.stderr
+        assert "fifty" not in result.stderr  # values are never echoed: some are secrets
+    # The Celery entry points say the same.
+    worker = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", "ping"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert worker.returncode != 0 and "Traceback" not in worker.stderr
+    assert "BATCH_SIZE: Input should be a valid integer" in worker.stderr
+
+
+def test_a_403_for_a_made_up_project_is_no_verdict_on_the_key(
+    sim: Callable[..., str], configure: Callable[..., None]
+) -> None:
+    """With no MentionLab id tracked, the probe can only name a made-up project,
+    and a 403 may mean just "not your project": a warning, not a refused key.
+    Once a real project is tracked, a 403 for it is the key's fault."""
+    seen_projects: list[str] = []
+
+    async def forbidden(request: Request) -> Response:
+        seen_projects.append(request.headers.get("x-project-id", ""))
+        return JSONResponse({"statusCode": 403, "message": "Forbidden"}, status_code=403)
+
+    async def health(request: Request) -> Response:
+        return Response("ok")
+
+    app = Starlette(
+        routes=[Route("/health", health), Route("/api/v1/job-executions/{id}", forbidden)]
+    )
+    sim(seed=3)
+    base_url, stop = serve_in_thread(app, "/health")
+    try:
+        configure(MENTIONLAB_BASE_URL=base_url)
+        first = cli("doctor")
+        project = "5f0c2c1e-8d47-4a8e-9a55-3c1d2e4f6a7b"
+        tracked = cli("track", "mentionlab", "--project", project, str(uuid.uuid4()))
+        assert tracked.returncode == 0, tracked.stderr
+        second = cli("doctor")
+    finally:
+        stop()
+    (warned,) = [line for line in lines(first.stdout, "warn") if "mentionlab api" in line]
+    assert "403 for a made-up project" in warned and not lines(first.stdout, "FAIL")
+    (failed,) = lines(second.stdout, "FAIL")
+    assert "mentionlab api" in failed and "refused the key (HTTP 403)" in failed
+    assert seen_projects == ["00000000-0000-4000-8000-000000000000", project]

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
-from worker.config import get_settings
+from worker.config import ConfigError, get_settings
 from worker.db import reset_engine
 from worker.logs import setup_logging
 from worker.resources import close_resources
@@ -29,7 +29,11 @@ def _transport_options(broker_url: str) -> dict[str, Any]:
     return {}
 
 
-settings = get_settings()
+try:
+    settings = get_settings()
+except ConfigError as exc:
+    # `celery -A worker.app ...` then ends with what to fix, not a traceback.
+    raise SystemExit(str(exc)) from None
 
 app = Celery("mentionsync", include=["worker.tasks"])
 app.conf.update(

@@ -14,7 +14,7 @@ import orjson
 from rich.console import Console
 
 from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, utcnow
-from worker.config import get_settings
+from worker.config import ConfigError, get_settings
 from worker.doctor import doctor
 from worker.intake import serve
 from worker.metrics import metrics_command
@@ -55,7 +55,12 @@ def main(log_format: str | None, log_level: str | None) -> None:
     if log_level:
         os.environ["LOG_LEVEL"] = log_level
     get_settings.cache_clear()
-    setup_logging(get_settings())
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        # What is wrong and where, not a traceback; `doctor` says the same.
+        raise click.ClickException(f"{exc}\nfix the variables above (see .env.example)") from None
+    setup_logging(settings)
 
 
 # The operations commands live in their own modules: `serve` (worker/intake),

@@ -6,7 +6,7 @@ import hashlib
 from datetime import timedelta
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,8 +21,8 @@ def fingerprint(secret: SecretStr | str | None) -> str:
 
 
 class Settings(BaseSettings):
-    # An empty variable counts as unset: compose files pass `${VAR:-}` for every
-    # optional setting, and an empty key must not look like a configured one.
+    # An empty variable counts as unset: `.env` files (and compose's env_file)
+    # often hold `KEY=`, and an empty key must not look like a configured one.
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # Storage and broker. The defaults need no server: SQLite files in the
@@ -161,6 +161,18 @@ class Settings(BaseSettings):
         return fingerprint(self.api_key(vendor))
 
 
+class ConfigError(ValueError):
+    """The environment does not make valid settings; the message names each
+    variable and what is wrong with it (never its value: it may be a secret)."""
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None

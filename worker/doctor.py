@@ -232,6 +232,10 @@ def check_shared_redis(settings: Settings) -> Check | None:
     return Check("rate budget", OK, _safe_url(url))
 
 
+# The probe's id, and MentionLab's project id when no MentionLab id is tracked.
+NOBODYS_UUID = "00000000-0000-4000-8000-000000000000"
+
+
 def check_vendors(settings: Settings) -> tuple[list[Check], list[tuple[str, float]]]:
     """One cheap authenticated request per configured vendor: an id nobody has.
 
@@ -251,11 +255,7 @@ def check_vendors(settings: Settings) -> tuple[list[Check], list[tuple[str, floa
             continue
         client = resources.clients[vendor]
         project = _any_project(vendor) if vendor is Vendor.MENTIONLAB else ""
-        probe = (
-            "00000000-0000-4000-8000-000000000000"
-            if vendor is Vendor.MENTIONLAB
-            else "ask_mentionsync_doctor_probe"
-        )
+        probe = NOBODYS_UUID if vendor is Vendor.MENTIONLAB else "ask_mentionsync_doctor_probe"
         sent = time.time()
         raw = client.get(Target(vendor, probe, project))
         received = time.time()
@@ -271,7 +271,18 @@ def check_vendors(settings: Settings) -> tuple[list[Check], list[tuple[str, floa
                 )
             )
             continue
-        if raw.status in (401, 402, 403):
+        if raw.status == 403 and project == NOBODYS_UUID:
+            # No MentionLab id is tracked yet, so the probe named a made-up project:
+            # a 403 may only mean the key has no access to that project.
+            checks.append(
+                Check(
+                    name,
+                    WARN,
+                    f"{base} answered 403 for a made-up project: the key may be fine",
+                    "track an id of a real project, then run doctor again",
+                )
+            )
+        elif raw.status in (401, 402, 403):
             checks.append(
                 Check(
                     name,
@@ -382,7 +393,7 @@ def _any_project(vendor: Any) -> str:
             )
     except Exception:
         project = None
-    return project or "00000000-0000-4000-8000-000000000000"
+    return project or NOBODYS_UUID
 
 
 def _safe_url(url: str) -> str:

@@ -153,3 +153,8 @@ def setup_logging(settings: Settings, *, level: str | None = None, fmt: str | No
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Celery's own INFO lines come one per task and per beat tick, without vendor,
+    # count or duration; the batch and dispatch lines say all that. DEBUG keeps them.
+    quiet = logging.WARNING if root.level >= logging.INFO else logging.NOTSET
+    for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
+        logging.getLogger(name).setLevel(quiet)
