@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
 from models import (
@@ -152,6 +153,15 @@ def test_healthz_and_readyz(
     assert body["checks"]["database"]["ok"] and not body["checks"]["broker"]["ok"]
     assert http.get(f"{intake}/healthz").status_code == 200  # liveness does not care
 
+    # The database goes away too: both are named, and the password is not.
+    configure(DATABASE_URL=f"postgresql+psycopg://postgres:hunter22@127.0.0.1:{closed}/x")
+    not_ready = http.get(f"{intake}/readyz")
+    assert not_ready.status_code == 503
+    body = not_ready.json()
+    assert not body["checks"]["database"]["ok"] and not body["checks"]["broker"]["ok"]
+    assert "hunter22" not in not_ready.text
+    assert http.get(f"{intake}/healthz").status_code == 200
+
 
 # --- POST /v1/track -------------------------------------------------------------------------
 
@@ -277,6 +287,8 @@ def test_a_signed_delivery_registers_and_archives_an_unknown_id(
     build, sign = SCHEMES[scheme]
     ask_id = ask_with_fate("succeeded")
     body = build(ask_id)
+    labels = {"vendor": "mentionsapi", "via": "webhook"}
+    before = {name: sample(name, labels) for name in WEBHOOK_SERIES}
 
     response = deliver(http, intake, body, sign(body))
 
@@ -296,6 +308,23 @@ def test_a_signed_delivery_registers_and_archives_an_unknown_id(
             ask_id,
             "archived",
         )
+    # The intake serves in this process: its counters are this registry's.
+    delta = {name: sample(name, labels) - before[name] for name in WEBHOOK_SERIES}
+    assert delta["mentionsync_archived_answers_total"] == 1
+    assert delta["mentionsync_archive_lag_seconds_count"] == 1
+    # Lag from the event's creation (just now, in whole seconds) to its archiving.
+    assert 0 <= delta["mentionsync_archive_lag_seconds_sum"] < 5
+
+
+WEBHOOK_SERIES = (
+    "mentionsync_archived_answers_total",
+    "mentionsync_archive_lag_seconds_count",
+    "mentionsync_archive_lag_seconds_sum",
+)
+
+
+def sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @pytest.mark.parametrize("scheme", ["v1", "hex"])
@@ -309,6 +338,14 @@ def test_redeliveries_of_an_event_are_no_ops(intake: str, http: httpx.Client, sc
     for _ in range(3):
         # Freshly signed, new delivery id: the same event all the same.
         again = deliver(http, intake, body, sign(body))
+        assert again.status_code == 200 and again.json()["result"] == "duplicate"
+    if scheme == "hex":
+        # The plain scheme does not sign its timestamp: a captured delivery
+        # replayed with a moved timestamp header still verifies. Its event id
+        # is what makes it harmless.
+        replay = sign(body)
+        replay["x-mentionsapi-timestamp"] = str(int(time.time()) + 120)
+        again = deliver(http, intake, body, replay)
         assert again.status_code == 200 and again.json()["result"] == "duplicate"
     assert archive_snapshot() == archived
     assert deliveries() == 1
@@ -393,7 +430,7 @@ def test_a_delivery_for_a_tracked_id_archives_it_and_it_is_never_polled(
         "from_the_future",
         "unsigned",
         "hex_without_timestamp",
-        "hex_timestamp_moved",
+        "hex_body_changed",
         "malformed_header",
     ],
 )
@@ -420,10 +457,8 @@ def test_tampered_or_stale_deliveries_are_refused(
         case "hex_without_timestamp":
             headers = headers_hex(body)
             del headers["x-mentionsapi-timestamp"]
-        case "hex_timestamp_moved":
-            # The plain scheme does not sign its timestamp: a captured delivery
-            # with a fresh timestamp header still carries the signature of the
-            # body, so it passes; a changed body never does.
+        case "hex_body_changed":
+            # The plain scheme signs the body alone: any change to it fails.
             headers = headers_hex(body)
             body = body.replace(b'"acct_test"', b'"acct_evil"')
         case "malformed_header":

@@ -172,6 +172,7 @@ COUNTERS = {
     "fetch_seconds": ("mentionsync_fetch_duration_seconds_count", {}),
     "429": ("mentionsync_rate_limited_responses_total", {}),
     "paused_429": ("mentionsync_rate_limit_paused_seconds_total", {"reason": "429"}),
+    "lag_seconds": ("mentionsync_archive_lag_seconds_sum", {"via": "poll"}),
 }
 
 
@@ -185,15 +186,9 @@ def test_polling_counts_fetches_statuses_429s_pauses_and_archive_lag(
     fetches_before = {s: summed("mentionsync_fetches_total", status=s) for s in statuses}
     before = {k: summed(name, **labels) for k, (name, labels) in COUNTERS.items()}
 
-    deadline = time.monotonic() + 120
-    while pending() and time.monotonic() < deadline:
-        with session_scope() as session:
-            claims, _ = claim_batches(session, get_settings(), now=utcnow())
-        for claim in claims:
-            process_claim(claim)
-        if not claims:
-            time.sleep(0.2)
-    assert pending() == 0
+    started = time.monotonic()
+    poll_until_done()
+    took = time.monotonic() - started
 
     stats = httpx.get(f"{base_url}/_sim/stats", timeout=10).json()
     assert stats["rate_limited"] > 0, "the test needs 429s"
@@ -209,6 +204,37 @@ def test_polling_counts_fetches_statuses_429s_pauses_and_archive_lag(
     with session_scope() as session:
         archived = session.scalar(select(func.count()).where(TrackedId.archived_at.is_not(None)))
     assert archived and delta["archived"] == archived and delta["lag"] == archived
+    # Each lag runs from registration (or the previous poll) to archiving: all
+    # of it inside this test.
+    assert 0 < delta["lag_seconds"] <= archived * took
+
+
+def poll_until_done(timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while pending() and time.monotonic() < deadline:
+        with session_scope() as session:
+            claims, _ = claim_batches(session, get_settings(), now=utcnow())
+        for claim in claims:
+            process_claim(claim)
+        if not claims:
+            time.sleep(0.2)
+    assert pending() == 0
+
+
+def test_waiting_for_our_own_rate_budget_is_counted(
+    sim: Callable[..., str], configure: Callable[..., None]
+) -> None:
+    # The vendor does not limit; our budget for the key does: 20/s, burst 1.
+    sim(seed=SEED, max_pending_polls=0)
+    configure(MENTIONSAPI_RATE_LIMIT="20", MENTIONSAPI_RATE_BURST="1")
+    register_dataset(Dataset(seed=SEED), asks=30, executions=0)
+    name, labels = "mentionsync_rate_limit_paused_seconds_total", {"reason": "budget"}
+    before = summed(name, **labels)
+    poll_until_done()
+    waited = summed(name, **labels) - before
+    # 30 requests at 20/s are spread over about 1.5 s; with 8 fetch threads each
+    # waiting for its own slot, the waits add up to several seconds.
+    assert waited > 1.0
 
 
 def test_celery_workers_serve_the_sum_of_their_processes(
