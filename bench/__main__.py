@@ -1,7 +1,7 @@
 """`python -m bench [--scenario NAME] [--smoke]`: run scenarios, print one table.
 
-Without --scenario, every scenario of the issue runs; the extra ones (EXTRA)
-run only when named, e.g. `python -m bench --scenario reports`.
+Without --scenario, the issue's six scenarios run; the extra one, reports,
+runs only when named: `python -m bench --scenario reports`.
 
 Exit status: 0 when every scenario ran (targets met or not: the table says),
 1 when a scenario crashed.

@@ -41,6 +41,13 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 MENTIONSAPI_KEY = "lvk_bench_key"
 MENTIONLAB_KEY = "ml_bench_key"
 
+# MentionLab projects of the bulk-loaded synthetic archives (scheduler, reports).
+PROJECTS = (
+    "6f1c1f7e-3d7e-4a53-9a51-0b0f6f4c9a01",
+    "0d3b2f5a-8c44-4e0e-b1e9-2c6a1d7e5b02",
+    "b7a9e4c2-1f6d-4b8a-9e3c-5d2f8a6c7e03",
+)
+
 console = Console()
 if not console.is_terminal:
     # Piped to a file or CI log: rich would wrap the table at 80 columns.

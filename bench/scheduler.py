@@ -31,15 +31,17 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, event, text
 
-from bench.harness import Result, autocommit, console, fresh_database, in_process_product
+from bench.harness import (
+    PROJECTS,
+    Result,
+    autocommit,
+    console,
+    fresh_database,
+    in_process_product,
+)
 
 TICK_TARGET_MS = 50.0
 SEQ_SCAN = "Seq Scan on tracked_ids"
-PROJECTS = (
-    "6f1c1f7e-3d7e-4a53-9a51-0b0f6f4c9a01",
-    "0d3b2f5a-8c44-4e0e-b1e9-2c6a1d7e5b02",
-    "b7a9e4c2-1f6d-4b8a-9e3c-5d2f8a6c7e03",
-)
 
 
 @dataclass(frozen=True)
