@@ -16,7 +16,7 @@ from models import TrackedId, TrackedState, Vendor
 from worker.config import get_settings
 from worker.db import get_engine, session_scope
 from worker.migrate import upgrade
-from worker.poller import claim_batches, claim_due, in_flight
+from worker.poller import claim_batches, claim_due, in_flight, lease_capacity
 from worker.registry import label_arguments, register
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -191,3 +191,21 @@ def test_one_claim_per_tick_split_into_batches_earliest_deadline_first(configure
     # The 100 most urgent ids, and no other id, carry the lease.
     assert set(claimed) == set(sorted(deadline, key=deadline.__getitem__)[:100])
     assert sum(1 for r in rows if r.lease_token is not None) == 100
+
+
+@pytest.mark.parametrize("rate", [1, 5, 20, 60, 500])  # MentionsAPI's documented plans
+def test_default_ticks_claim_faster_than_any_plan_can_fetch(
+    rate: int, configure: Callable[..., None]
+) -> None:
+    """Sync speed is the vendor's rate limit, never the scheduler's: with the
+    default tick and in-flight cap, one tick per POLL_TICK_SECONDS claims more
+    than the key may fetch in that time."""
+    configure(
+        POLL_TICK_SECONDS="",  # the defaults, not the suite's fast ticks
+        MAX_IN_FLIGHT="",
+        LEASE_SECONDS="",
+        MENTIONSAPI_RATE_LIMIT=str(rate),
+        MENTIONSAPI_RATE_BURST=str(rate * 2),
+    )
+    settings = get_settings()
+    assert lease_capacity(settings, Vendor.MENTIONSAPI) / settings.poll_tick_seconds >= rate
