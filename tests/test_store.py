@@ -132,3 +132,21 @@ def test_a_missing_json_document_is_sql_null() -> None:
     with session_scope() as s:
         # IS NULL finds it: not the JSON value null, which IS NULL would miss.
         assert s.scalar(select(Ask.ask_id).where(Ask.cost_breakdown.is_(None))) == ASK_ID
+
+
+def test_a_batch_of_new_and_stored_answers_replaces_only_the_stored_children() -> None:
+    with session_scope() as s:
+        upsert_answers(s, [run(RUN)])
+    retried = copy.deepcopy(RUN)
+    retried["sources"] = [{"domain": "a.io", "url": "https://a.io"}]
+    with session_scope() as s:
+        # The run is stored already (its sources are replaced), the ask is new.
+        upsert_answers(s, [normalize_ask(ASK, ask_id=ASK_ID, fetched_at=T1), run(retried)])
+    with session_scope() as s:
+        assert s.scalars(select(JobExecutionSource.url)).all() == ["https://a.io"]
+    rows = snapshot()
+    assert len(rows["ask_citations"]) == 2 and len(rows["asks"]) == 1
+    # Again, both stored now: identical rows.
+    with session_scope() as s:
+        upsert_answers(s, [normalize_ask(ASK, ask_id=ASK_ID, fetched_at=T1), run(retried)])
+    assert snapshot() == rows

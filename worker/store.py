@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import Table, bindparam, delete
+from sqlalchemy import Table, bindparam, delete, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -37,10 +37,10 @@ def _chunks(rows: Sequence[dict[str, Any]], width: int) -> Iterable[Sequence[dic
 def upsert_answers(session: Session, answers: Iterable[Normalized]) -> int:
     """Insert or replace answers with their children; returns rows written.
 
-    Children are deleted and re-inserted for every parent in the batch, in the
-    caller's transaction: a re-fetch with different children (a MentionLab run
-    that went through `retrying`) replaces them as a whole, and an identical
-    re-fetch leaves identical rows.
+    The children of every parent that was already stored are deleted and
+    inserted again, in the caller's transaction: a re-fetch with different
+    children (a MentionLab run that went through `retrying`) replaces them as a
+    whole, and an identical re-fetch leaves identical rows.
     """
     by_table: dict[str, dict[Any, Normalized]] = {}
     for answer in answers:
@@ -59,11 +59,21 @@ def upsert_answers(session: Session, answers: Iterable[Normalized]) -> int:
             index_elements=[key],
             set_={c.name: stmt.excluded[c.name] for c in parent.columns if c.name != key.name},
         )
+        postgres = session.get_bind().dialect.name == "postgresql"
+        if postgres:
+            # Which parents were there already: only their old children need
+            # deleting, and on a first archive (the usual case) none do. xmax is
+            # zero on a row this INSERT created, our transaction id on one it
+            # updated; asked in the same statement, so no other writer can slip in.
+            stmt = stmt.returning(key, literal_column("xmax <> 0"))
+        replaced: list[Any] = []
         for chunk in _chunks(parent_rows, len(parent.columns)):
-            session.execute(stmt, list(chunk))
+            result = session.execute(stmt, list(chunk))
+            if postgres:
+                replaced += [k for k, existed in result if existed]
         written += len(parent_rows)
 
-        keys = list(batch)
+        keys = replaced if postgres else list(batch)
         for child_name in any_answer.children:
             child = metadata.tables[child_name]
             for start in range(0, len(keys), 1000):
