@@ -6,7 +6,7 @@ any number at once). mentionsync runs `celery worker --concurrency=N` plus beat;
 the requests in flight are N x FETCH_CONCURRENCY (each batch fetches its ids
 through a thread pool of that size). Two runs:
 
-- 2 processes with the defaults (FETCH_CONCURRENCY 8, BATCH_SIZE 50): 16 in flight;
+- 2 processes with the defaults (FETCH_CONCURRENCY 8, BATCH_SIZE 100): 16 in flight;
 - tuned for a slow vendor, 10 processes x FETCH_CONCURRENCY 10: 100 in flight.
   A batch writes after its last request, and while it writes its own requests
   wait: each batch loses about FETCH_CONCURRENCY x (write time per answer), so
@@ -33,6 +33,7 @@ from bench.harness import (
     run_dir,
 )
 from bench.throughput import SEED, celery_archive, check_all_final, register_all
+from worker.config import Settings
 
 LATENCY_MS = 200.0
 RATIO_TARGET = 0.8
@@ -47,8 +48,15 @@ class Setting:
     ids: int  # of each vendor
 
 
+DEFAULTS = Settings.model_fields
 FULL = (
-    Setting("2 processes, defaults", 2, 8, 50, 600),
+    Setting(
+        "2 processes, defaults",
+        2,
+        DEFAULTS["fetch_concurrency"].default,
+        DEFAULTS["batch_size"].default,
+        600,
+    ),
     Setting("10 processes, FETCH_CONCURRENCY=10", 10, 10, 50, 3000),
 )
 SMOKE = (Setting("4 processes, FETCH_CONCURRENCY=25", 4, 25, 50, 100),)

@@ -75,6 +75,7 @@ class Timing:
     rows: int = 0
     seconds: list[float] = field(default_factory=list)
     contents: dict[str, tuple[int, str]] = field(default_factory=dict)
+    batch_size: int = 0  # answers per transaction
 
     @property
     def rows_per_second(self) -> float:
@@ -235,7 +236,8 @@ def measure(plan: Plan) -> tuple[Timing, Timing]:
     database_url = fresh_database()
     upsert, copy = Timing("upsert_answers"), Timing("COPY")
     with autocommit(database_url) as conn, in_process_product(database_url):
-        answer_batches = generate(plan, get_settings().batch_size)
+        upsert.batch_size = get_settings().batch_size
+        answer_batches = generate(plan, upsert.batch_size)
         rows = rows_by_table([a for batch in answer_batches for a in batch])
         for _ in range(plan.rounds):
             prepare(conn)
@@ -286,7 +288,7 @@ def run(smoke: bool = False) -> list[Result]:
         ),
         Result(
             "writepath",
-            "upsert_answers, batches of 50",
+            f"upsert_answers, batches of {upsert.batch_size}",
             upsert.rows_per_second,
             "rows/s",
             target=RATIO_TARGET / 100 * copy.rows_per_second,
