@@ -250,6 +250,7 @@ def sync(until_done: bool, timeout: float | None) -> None:
     """
     from worker.db import session_scope
     from worker.poller import claim_batches, process_claim
+    from worker.resources import release_free_memory
     from worker.status import count_active
 
     settings = get_settings()
@@ -263,6 +264,7 @@ def sync(until_done: bool, timeout: float | None) -> None:
         for claim in claims:
             report = process_claim(claim)
             polled += report.processed
+            release_free_memory()
         if claims:
             if timeout is not None and time.monotonic() - started > timeout:
                 break

@@ -6,6 +6,7 @@ worker shutdown, so every Celery child has its own connections.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -36,11 +37,44 @@ class Resources:
 _lock = threading.Lock()
 _resources: Resources | None = None
 
+# glibc's mallopt parameter (malloc.h) and the cap we set on it.
+_M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+
+
+# Bodies of a few to a few hundred kB are parsed by several fetch threads at once:
+# glibc's malloc keeps what they freed, fragmented across per-thread arenas, and
+# a worker's RSS crept up over a long run (the memory benchmark: +12 % over
+# 100,000 ids) although Python's own allocations stayed flat (tracemalloc). Two
+# arenas, and the free pages handed back after every batch, keep it flat. Both
+# are no-ops elsewhere than glibc.
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def limit_malloc_arenas() -> bool:
+    """MALLOC_ARENA_MAX=2, set before the fetch threads start; True if set."""
+    libc = _libc()
+    return bool(libc and hasattr(libc, "mallopt") and libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
+
+
+def release_free_memory() -> None:
+    """Hand the pages malloc holds free back to the OS (about 1 ms); after a batch."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
 
 def get_resources() -> Resources:
     global _resources
     with _lock:
         if _resources is None or _resources.pid != os.getpid():
+            limit_malloc_arenas()
             settings = get_settings()
             http = build_http_client(settings)
             _resources = Resources(

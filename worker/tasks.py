@@ -13,7 +13,7 @@ from models import Vendor, utcnow
 from worker.app import app
 from worker.db import session_scope
 from worker.poller import Claim, claim_batches, is_disconnect, process_claim
-from worker.resources import get_resources
+from worker.resources import get_resources, release_free_memory
 from worker.schedule import DISPATCH_TASK, HOUSEKEEPING_TASK
 
 log = logging.getLogger("mentionsync.tasks")
@@ -77,6 +77,7 @@ def fetch_batch(self: Task, vendor: str, token: str, ids: list[int]) -> int:
     """Fetch and store one claimed batch. Only ids still leased to `token` are touched."""
     try:
         report = process_claim(Claim(Vendor(vendor), token, ids))
+        release_free_memory()
     except DBAPIError as exc:
         if not is_disconnect(exc):
             raise
