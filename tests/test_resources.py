@@ -21,6 +21,6 @@ def test_malloc_arenas_are_capped_and_free_pages_go_back() -> None:
     del blocks[::2]
     del blocks[: len(blocks) // 2]  # three quarters freed, the last quarter kept
     before = psutil.Process().memory_info().rss
-    release_free_memory()
+    release_free_memory(every=0)
     after = psutil.Process().memory_info().rss
     assert after < before - 32 * 1024 * 1024, (before, after)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -63,8 +64,17 @@ def limit_malloc_arenas() -> bool:
     return bool(libc and hasattr(libc, "mallopt") and libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
 
 
-def release_free_memory() -> None:
-    """Hand the pages malloc holds free back to the OS (about 1 ms); after a batch."""
+_trimmed_at = 0.0
+
+
+def release_free_memory(every: float = 1.0) -> None:
+    """Hand the pages malloc holds free back to the OS; called after each batch,
+    it trims at most once per `every` seconds (a trim walks the heap, ~1 ms)."""
+    global _trimmed_at
+    now = time.monotonic()
+    if now - _trimmed_at < every:
+        return
+    _trimmed_at = now
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
