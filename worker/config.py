@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Cap of the backoff between polls of an unfinished answer."
     )
     # A task and its two transactions cost about ten statements whatever the
-    # batch size: 100 ids spread them over more answers than 50 did (+10 % ids/s
+    # batch size: 100 ids spread them over more answers than 50 did (+2.5 % ids/s
     # in the throughput benchmark), and a killed process re-fetches one batch.
     batch_size: int = Field(100, ge=1, le=1000, description="Ids per worker task.")
     max_in_flight: int = Field(2000, ge=1, description="Claimed, unfinished ids at most.")
