@@ -55,6 +55,7 @@ from bench.harness import (
     in_process_product,
     run_dir,
 )
+from simulator.dataset import BRANDS
 
 T = TypeVar("T")
 
@@ -76,32 +77,6 @@ MB = 1024 * 1024
 # Fixed, so every run loads identical rows.
 END = datetime(2026, 11, 23, tzinfo=UTC)
 SPAN_SECONDS = 60 * 86400
-BRANDS = (
-    "Supabase",
-    "Neon",
-    "PlanetScale",
-    "Aiven",
-    "Crunchy Data",
-    "Render",
-    "Fly.io",
-    "DigitalOcean",
-    "HubSpot",
-    "Pipedrive",
-    "Zoho CRM",
-    "Acme Corp",
-    "Salesforce",
-    "Airtable",
-    "Notion",
-    "Linear",
-    "Jira",
-    "Asana",
-    "Monday.com",
-    "ClickUp",
-    "Vercel",
-    "Netlify",
-    "Heroku",
-    "Railway",
-)
 DOMAINS = (
     "reddit.com",
     "g2.com",
@@ -320,6 +295,7 @@ def load(conn: Connection, plan: Plan) -> int:
         "runs": plan.runs,
         "end": END,
         "span": SPAN_SECONDS,
+        # The simulator's brand pool: accents, CJK, emoji and quotes, as archived.
         "brands": list(BRANDS),
         "domains": list(DOMAINS),
         "providers": list(PROVIDERS),

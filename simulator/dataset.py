@@ -143,7 +143,7 @@ class _Rng:
 # --------------------------------------------------------------------------- content pools
 
 # Deliberately messy: Unicode, CJK, Cyrillic, emoji, apostrophes and double quotes.
-_BRANDS: tuple[str, ...] = (
+BRANDS: tuple[str, ...] = (
     "Supabase",
     "Neon",
     "PlanetScale",
@@ -607,10 +607,10 @@ class Dataset:
         sources = [_source(content) for _ in range(content.randint(0, 9))]
         if sources and content.chance(0.11):  # same url twice in one list
             sources.append(dict(content.choice(sources)))
-        primary = _BRANDS[
-            int.from_bytes(_digest(self.seed, "primary", project)[:8], "big") % len(_BRANDS)
+        primary = BRANDS[
+            int.from_bytes(_digest(self.seed, "primary", project)[:8], "big") % len(BRANDS)
         ]
-        brands = content.sample(_BRANDS, content.randint(0, 7))
+        brands = content.sample(BRANDS, content.randint(0, 7))
         if content.chance(0.6) and primary not in brands:
             brands.insert(content.below(len(brands) + 1), primary)
         entities = []
@@ -632,7 +632,7 @@ class Dataset:
             if spot == 1 and sources:
                 content.choice(sources)["x_position"] = content.randint(1, 10)
             elif spot == 2 and entities:
-                content.choice(entities)["x_aliases"] = ["alias", content.choice(_BRANDS)]
+                content.choice(entities)["x_aliases"] = ["alias", content.choice(BRANDS)]
             else:
                 body["x_trace"] = {"span_id": content.hex(8), "shard": content.randint(1, 64)}
         return body
@@ -752,9 +752,9 @@ def _mentionsapi_success(rng: _Rng, id: str, rid: str) -> dict[str, Any]:
     providers: list[dict[str, Any]] = []
     mentions: list[dict[str, Any]] = []
     for name in rng.sample(tuple(_PROVIDERS), rng.randint(1, 4)):
-        brands = [] if no_mentions else rng.sample(_BRANDS, rng.randint(0, 6))
+        brands = [] if no_mentions else rng.sample(BRANDS, rng.randint(0, 6))
         if dup_mention and not brands and not mentions:
-            brands = rng.sample(_BRANDS, 2)
+            brands = rng.sample(BRANDS, 2)
         text, contexts = _content(rng, topic, brands, long=rng.chance(0.10))
         n_cites = rng.randint(2, 8) if name == "perplexity" else rng.randint(0, 4)
         cites = [_citation(rng, topic) for _ in range(n_cites)]
