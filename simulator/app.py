@@ -3,6 +3,37 @@
 State (poll counters, rate-limit buckets, stats) lives in memory, per app instance. All of it
 is mutated from the event-loop thread with no ``await`` in between reads and writes, so no
 locks are needed.
+
+Poison mode serves chosen ids the hostile inputs that once broke the worker. It is chosen
+per id, explicitly: ``SimConfig(poison={kind: ids})`` (``--poison KIND=ID,ID`` on the
+command line). An id is poisoned for whichever vendor it is asked of, MentionLab UUIDs in
+any case; ``Dataset.poison_ids(vendor, kind, n)`` makes fresh ids for the purpose. Every
+poisoned id succeeds (after its usual pending polls), and its final answer comes as:
+
+- ``nul``: valid JSON whose texts carry ``\\u0000``: MentionsAPI in a provider's content, a
+  brand mention's brand and a citation title; MentionLab in ``model`` and an entity's
+  ``displayName``.
+- ``wide_int``: extra fields ``x_snowflake`` (2**64) and ``x_counters`` (-(2**63)-1, 10**30).
+- ``deep``: an extra ``x_tree`` nesting the body ``poison_depth`` (1000) levels deep.
+- ``ts_min``: MentionLab ``initiatedAt`` (MentionsAPI an extra ``createdAt``) is
+  ``0001-01-01T00:00:00+01:00``; ``ts_max``: ``createdAt`` is ``9999-12-31T23:59:59Z``.
+- ``key_echo``: the caller's key (Bearer token or x-api-key) in a stored text field
+  (MentionsAPI a provider's content, MentionLab a source url) and in an extra ``x_debug``.
+- ``retry_after``: first ``poison_retry_after_count`` (2) requests of the id answer 429 with
+  ``Retry-After: 1e12``; they do not count as polls.
+- ``gzip2``: ``Content-Encoding: gzip, gzip``, a gzip of a gzip of the answer with an
+  ``x_padding`` string of ``poison_bomb_bytes`` (256 MiB) zeros: 2-6 KB on the wire.
+- ``drip``: the answer, one byte every ``poison_drip_seconds`` (1.5 s), behind an honest
+  Content-Length.
+- ``forbidden_project``: the ids listed are MentionLab *project* ids; every request made
+  with one of them answers 403 ``{"statusCode":403,"message":"Forbidden resource",
+  "error":"Forbidden"}``.
+
+``/_sim/truth`` names the kind in ``poison``. For the six kinds that change the body it
+shows that body exactly as served (``?api_key=K`` puts K where key_echo's key goes); for
+retry_after, gzip2 and drip, the answer they delay or wrap; with
+``?project_id=<forbidden project>``, fate ``forbidden`` and the 403. ``/_sim/requests/counts``
+counts each id's requests by status (499: connection reset).
 """
 
 from __future__ import annotations
@@ -17,8 +48,9 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+import zlib
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -27,15 +59,26 @@ import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from simulator.dataset import MENTIONLAB, MENTIONSAPI, VENDORS, Dataset
+from simulator.dataset import (
+    BODY_POISONS,
+    FORBIDDEN_BODY,
+    MENTIONLAB,
+    MENTIONSAPI,
+    POISON_KINDS,
+    VENDORS,
+    Dataset,
+    fill_key,
+)
 
 # Padding that pushes a "huge" body past 20 MB (and 20 MiB).
 _HUGE_PAD_BYTES = 20 * 1024 * 1024 + 1024
 _DEFAULT_LIMIT = 1000
 _MALFORMED_KINDS = ("truncated", "wrong_type", "html")
+_POISON_RETRY_AFTER = "1e12"
+_FINAL_POISONS = BODY_POISONS | {"gzip2", "drip"}  # kinds that change the final answer
 
 
 @dataclass
@@ -55,6 +98,13 @@ class SimConfig:
     latency_spike_ms: float = 0.0
     storm_every: float = 0.0  # seconds between 429 storms; 0 disables them
     storm_seconds: float = 0.0
+    # Poison mode (see the module docstring): kind -> ids, or project ids for
+    # forbidden_project.
+    poison: Mapping[str, Collection[str]] = field(default_factory=dict)
+    poison_retry_after_count: int = 2
+    poison_drip_seconds: float = 1.5
+    poison_bomb_bytes: int = 256 * 1024 * 1024
+    poison_depth: int = 1000
 
 
 class ORJSONResponse(Response):
@@ -95,8 +145,13 @@ class _Simulator:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.dataset = Dataset(
-            seed=config.seed, anchor=config.anchor, max_pending_polls=config.max_pending_polls
+            seed=config.seed,
+            anchor=config.anchor,
+            max_pending_polls=config.max_pending_polls,
+            poison=config.poison,
+            poison_depth=config.poison_depth,
         )
+        self._bombs: dict[tuple[str, str], bytes] = {}
         # One fault RNG per app: reproducible fault sequences for a given request order.
         self.rng = random.Random(config.seed)
         self.started = time.monotonic()
@@ -125,6 +180,10 @@ class _Simulator:
         # When each id was asked for (wall clock, at arrival): lets a test compare
         # fetches with the moment the worker recorded the id final.
         self.request_log: dict[str, dict[str, list[float]]] = {v: {} for v in VENDORS}
+        # The status each id was answered with, so a test can bound requests per id.
+        self.request_statuses: dict[str, dict[str, dict[int, int]]] = {v: {} for v in VENDORS}
+        self.poison_429s: dict[tuple[str, str, str], int] = {}
+        self.poison_served = dict.fromkeys(POISON_KINDS, 0)
         self.key_labels: dict[str, str] = {}
         self.seq = 0
 
@@ -139,6 +198,7 @@ class _Simulator:
             },
             "rate_limited": self.rate_limited,
             "faults": dict(self.faults),
+            "poison": dict(self.poison_served),
             "tracked_ids": len(self.polls),
             "per_key": {self.key_labels[k]: dict(v) for k, v in self.per_key.items()},
         }
@@ -147,7 +207,13 @@ class _Simulator:
 
     async def ask(self, request: Request) -> Response:
         """``GET /v1/ask/{id}`` (MentionsAPI)."""
-        self._log_request(MENTIONSAPI, request.path_params.get("id", ""))
+        id = request.path_params.get("id", "")
+        self._log_request(MENTIONSAPI, id)
+        response = await self._ask(request, id)
+        self._log_status(MENTIONSAPI, id, response.status_code)
+        return response
+
+    async def _ask(self, request: Request, id: str) -> Response:
         await self._delay()
         self.requests += 1
         auth = request.headers.get("authorization", "")
@@ -162,11 +228,17 @@ class _Simulator:
         if isinstance(gate, Response):
             return gate
         assert isinstance(gate, dict)
-        return self._answer(MENTIONSAPI, request.path_params.get("id", ""), None, gate)
+        return await self._answer(MENTIONSAPI, id, None, gate, key)
 
     async def job_execution(self, request: Request) -> Response:
         """``GET /api/v1/job-executions/{id}`` (MentionLab)."""
-        self._log_request(MENTIONLAB, request.path_params.get("id", ""))
+        id = request.path_params["id"]
+        self._log_request(MENTIONLAB, id)
+        response = await self._job_execution(request, id)
+        self._log_status(MENTIONLAB, id, response.status_code)
+        return response
+
+    async def _job_execution(self, request: Request, id: str) -> Response:
         await self._delay()
         self.requests += 1
         headers = request.headers
@@ -188,15 +260,25 @@ class _Simulator:
                 "error": "Bad Request",
             }
             return self._send(400, body, gate)
-        return self._answer(MENTIONLAB, request.path_params["id"], project, gate)
+        if self.dataset.forbidden(MENTIONLAB, project):
+            self.poison_served["forbidden_project"] += 1
+            return self._send(403, FORBIDDEN_BODY, gate)
+        return await self._answer(MENTIONLAB, id, project, gate, key)
 
-    def _answer(
-        self, vendor: str, id: str, project: str | None, headers: dict[str, str]
+    async def _answer(
+        self, vendor: str, id: str, project: str | None, headers: dict[str, str], key: str
     ) -> Response:
         """Pending or final answer, advancing the per-id poll counter."""
         ds = self.dataset
         _, pending = ds.plan(vendor, id, project)
         pkey = (vendor, ds.canonical_id(vendor, id), (project or "").lower())
+        kind = ds.poison_kind(vendor, id)
+        if kind == "retry_after":
+            sent = self.poison_429s.get(pkey, 0)
+            if sent < self.config.poison_retry_after_count:
+                self.poison_429s[pkey] = sent + 1
+                self.poison_served[kind] += 1
+                return self._too_many(vendor, _POISON_RETRY_AFTER, headers)
         poll = self.polls.get(pkey, 0) + 1
         self.polls[pkey] = poll
         if poll <= pending:
@@ -206,7 +288,24 @@ class _Simulator:
         if pkey in self.final_served:
             self.polls_after_final += 1
             self.after_final_by_status[status] = self.after_final_by_status.get(status, 0) + 1
-        if status == 200:
+        if status == 200 and kind is not None and kind in _FINAL_POISONS:
+            self.poison_served[kind] += 1
+            # Not marked as served: re-fetching an answer never received whole is not waste.
+            if kind == "gzip2":
+                bomb = await self._bomb(vendor, pkey[1], body)
+                return self._send(status, bomb, {**headers, "Content-Encoding": "gzip, gzip"})
+            if kind == "drip":
+                self._count(status)
+                headers = {**headers, "Content-Length": str(len(body))}
+                return StreamingResponse(
+                    self._drip(body),
+                    status_code=status,
+                    headers=headers,
+                    media_type="application/json",
+                )
+            if kind == "key_echo":
+                body = fill_key(body, key)
+        elif status == 200:
             mangled = self._mangle(vendor, pkey[1], body)
             if mangled is not None:
                 # Not marked as served: re-fetching a broken body is legitimate, not waste.
@@ -214,9 +313,30 @@ class _Simulator:
         self.final_served.add(pkey)
         return self._send(status, body, headers)
 
+    async def _bomb(self, vendor: str, id: str, body: bytes) -> bytes:
+        """The gzip2 body of an answer: ~0.6 s of CPU per id, so cached and off the loop
+        (two first requests at once may both build it, which is harmless)."""
+        bomb = self._bombs.get((vendor, id))
+        if bomb is None:
+            bomb = await asyncio.to_thread(_gzip2, body, self.config.poison_bomb_bytes)
+            self._bombs[(vendor, id)] = bomb
+        return bomb
+
+    async def _drip(self, body: bytes) -> AsyncIterator[bytes]:
+        for i in range(len(body)):
+            if i:
+                await asyncio.sleep(self.config.poison_drip_seconds)
+            yield body[i : i + 1]
+
     def _log_request(self, vendor: str, id: str) -> None:
         key = self.dataset.canonical_id(vendor, id)
         self.request_log[vendor].setdefault(key, []).append(time.time())
+
+    def _log_status(self, vendor: str, id: str, status: int) -> None:
+        by_status = self.request_statuses[vendor].setdefault(
+            self.dataset.canonical_id(vendor, id), {}
+        )
+        by_status[status] = by_status.get(status, 0) + 1
 
     # ---------------------------------------------------------------- gate: limits and faults
 
@@ -287,7 +407,7 @@ class _Simulator:
         phase = elapsed % every
         return max(1, math.ceil(length - phase)) if phase < length else 0
 
-    def _too_many(self, vendor: str, retry_after: int, headers: dict[str, str]) -> Response:
+    def _too_many(self, vendor: str, retry_after: int | str, headers: dict[str, str]) -> Response:
         self.rate_limited += 1
         headers = {**headers, "Retry-After": str(retry_after), "X-RateLimit-Remaining": "0"}
         if vendor == MENTIONSAPI:
@@ -375,8 +495,11 @@ class _Simulator:
         }
 
     def _send(self, status: int, body: bytes | dict[str, Any], headers: dict[str, str]) -> Response:
-        self.by_status[status] = self.by_status.get(status, 0) + 1
+        self._count(status)
         return ORJSONResponse(body, status_code=status, headers=headers)
+
+    def _count(self, status: int) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + 1
 
     # ---------------------------------------------------------------- introspection routes
 
@@ -405,14 +528,34 @@ class _Simulator:
         vendor = request.path_params["vendor"].lower()
         if vendor not in VENDORS:
             return ORJSONResponse({"error": f"unknown vendor {vendor!r}"}, status_code=404)
-        project = request.query_params.get("project_id")
-        return ORJSONResponse(self.dataset.truth(vendor, request.path_params["id"], project))
+        q = request.query_params
+        body = self.dataset.truth_bytes(
+            vendor, request.path_params["id"], q.get("project_id"), q.get("api_key")
+        )
+        return Response(body, media_type="application/json")
 
     async def stats_route(self, request: Request) -> Response:
         return ORJSONResponse(self.stats())
 
     async def requests_route(self, request: Request) -> Response:
         return ORJSONResponse(self.request_log)
+
+    async def request_counts_route(self, request: Request) -> Response:
+        """``{vendor: {id: {"requests": n, "by_status": {"200": n, ...}}}}``."""
+        counts = {
+            vendor: {
+                id: {
+                    "requests": len(times),
+                    "by_status": {
+                        str(k): v
+                        for k, v in sorted(self.request_statuses[vendor].get(id, {}).items())
+                    },
+                }
+                for id, times in log.items()
+            }
+            for vendor, log in self.request_log.items()
+        }
+        return ORJSONResponse(counts)
 
     async def reset_route(self, request: Request) -> Response:
         self.reset()
@@ -421,12 +564,25 @@ class _Simulator:
     async def config_route(self, request: Request) -> Response:
         cfg = asdict(self.config)
         cfg["anchor"] = self.dataset.anchor.isoformat()
+        cfg["poison"] = {kind: sorted(ids) for kind, ids in self.config.poison.items()}
         return ORJSONResponse({"config": cfg, "projects": self.dataset.projects()})
 
 
 def _key_label(key: str) -> str:
     """A recognisable but non-secret label: stats may end up in logs and reports."""
     return f"{key[:8]}…{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def _gzip2(body: bytes, pad: int) -> bytes:
+    """gzip(gzip(body + an x_padding string of `pad` zeros)), built without holding it."""
+    inner = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [inner.compress(body[:-1] + b',"x_padding":"')]
+    chunk = b"0" * (1 << 20)
+    for start in range(0, pad, len(chunk)):
+        parts.append(inner.compress(chunk[: pad - start]))
+    parts += [inner.compress(b'"}'), inner.flush()]
+    outer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return outer.compress(b"".join(parts)) + outer.flush()
 
 
 def _wrong_type(vendor: str, body: bytes, pick: int) -> bytes:
@@ -461,6 +617,7 @@ def create_app(config: SimConfig | None = None) -> Starlette:
         Route("/_sim/truth/{vendor}/{id}", sim.truth, methods=["GET"]),
         Route("/_sim/stats", sim.stats_route, methods=["GET"]),
         Route("/_sim/requests", sim.requests_route, methods=["GET"]),
+        Route("/_sim/requests/counts", sim.request_counts_route, methods=["GET"]),
         Route("/_sim/reset", sim.reset_route, methods=["POST"]),
         Route("/_sim/config", sim.config_route, methods=["GET"]),
     ]
@@ -485,7 +642,10 @@ def run_in_thread(
     config: SimConfig, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[str, Callable[[], None]]:
     """Start the simulator in a daemon thread; return its base URL and a stop function."""
-    return serve_in_thread(create_app(config), "/_sim/health", host=host, port=port)
+    # A drip in flight would otherwise hold shutdown for as long as it drips.
+    return serve_in_thread(
+        create_app(config), "/_sim/health", host=host, port=port, timeout_graceful_shutdown=1
+    )
 
 
 def serve_in_thread(
@@ -549,6 +709,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--storm-every", type=float, default=0.0)
     parser.add_argument("--storm-seconds", type=float, default=0.0)
     parser.add_argument(
+        "--poison",
+        action="append",
+        default=[],
+        metavar="KIND=ID[,ID...]",
+        help=f"serve these ids a hostile answer; KIND is one of {', '.join(POISON_KINDS)}",
+    )
+    parser.add_argument("--poison-retry-after-count", type=int, default=2)
+    parser.add_argument("--poison-drip-seconds", type=float, default=1.5)
+    parser.add_argument("--poison-bomb-bytes", type=int, default=256 * 1024 * 1024)
+    parser.add_argument("--poison-depth", type=int, default=1000)
+    parser.add_argument(
         "--anchor",
         type=datetime.fromisoformat,
         default=None,
@@ -556,6 +727,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "fix it to serve identical bodies from several runs",
     )
     args = parser.parse_args(argv)
+    poison: dict[str, list[str]] = {}
+    for spec in args.poison:
+        kind, sep, ids = spec.partition("=")
+        if not sep or kind not in POISON_KINDS:
+            parser.error(f"--poison {spec!r}: expected KIND=ID[,ID...], KIND in {POISON_KINDS}")
+        poison.setdefault(kind, []).extend(i for i in ids.split(",") if i)
     config = SimConfig(
         seed=args.seed,
         latency_ms=args.latency_ms,
@@ -570,5 +747,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         storm_every=args.storm_every,
         storm_seconds=args.storm_seconds,
         anchor=args.anchor,
+        poison=poison,
+        poison_retry_after_count=args.poison_retry_after_count,
+        poison_drip_seconds=args.poison_drip_seconds,
+        poison_bomb_bytes=args.poison_bomb_bytes,
+        poison_depth=args.poison_depth,
     )
     serve(config, host=args.host, port=args.port)

@@ -3,14 +3,19 @@
 Everything here is a pure function of ``(seed, vendor, id)`` computed with sha256, so two
 processes with the same seed (and anchor) serve byte-identical payloads, and any id string,
 not only generated ones, gets a stable fate and body. No I/O, no global state.
+
+Poison (see ``simulator.app`` for the whole mode): ids listed under a body kind of
+``POISON_KINDS`` (nul, wide_int, deep, ts_min, ts_max, key_echo) get a hostile final body,
+and every poisoned id is forced to succeed, so there is always an answer to archive.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -40,6 +45,29 @@ _FATES: dict[str, tuple[tuple[str, float], ...]] = {
 }
 # Fates that go through non-final polls; the others answer their error at once.
 _POLLED_FATES = frozenset({"succeeded", "failed", "success", "retried"})
+
+# Hostile inputs served for chosen ids (``poison``); see simulator.app for what each serves.
+POISON_KINDS: tuple[str, ...] = (
+    "nul",
+    "wide_int",
+    "deep",
+    "ts_min",
+    "ts_max",
+    "retry_after",
+    "gzip2",
+    "key_echo",
+    "drip",
+    "forbidden_project",
+)
+# Kinds that change the final body itself (the rest are about how it is sent).
+BODY_POISONS = frozenset({"nul", "wide_int", "deep", "ts_min", "ts_max", "key_echo"})
+# Stands for the caller's API key in key_echo bodies; the app puts the real key there.
+KEY_PLACEHOLDER = "__SIM_API_KEY__"
+TS_MIN = "0001-01-01T00:00:00+01:00"  # year 0 once in UTC: out of Python's datetime range
+TS_MAX = "9999-12-31T23:59:59Z"
+# Just past u64, just below i64, and far past both.
+WIDE_INTS: tuple[int, int, int] = (2**64, -(2**63) - 1, 10**30)
+MAX_POISON_DEPTH = 1024  # orjson's limit: deeper, the truth itself could not be parsed
 
 MAX_MENTIONSAPI_ID = 256
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
@@ -314,7 +342,12 @@ class Dataset:
     """Deterministic answers for both vendors, keyed by ``(seed, vendor, id)``."""
 
     def __init__(
-        self, seed: int = 0, anchor: datetime | None = None, max_pending_polls: int = 2
+        self,
+        seed: int = 0,
+        anchor: datetime | None = None,
+        max_pending_polls: int = 2,
+        poison: Mapping[str, Collection[str]] | None = None,
+        poison_depth: int = 1000,
     ) -> None:
         if anchor is None:
             anchor = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -322,6 +355,24 @@ class Dataset:
             raise ValueError("anchor must be timezone-aware")
         if max_pending_polls < 0:
             raise ValueError("max_pending_polls must be >= 0")
+        if not 3 <= poison_depth <= MAX_POISON_DEPTH:
+            raise ValueError(f"poison_depth must be in [3, {MAX_POISON_DEPTH}]")
+        self._poison: dict[str, str] = {}
+        self._forbidden: frozenset[str] = frozenset()
+        for kind, ids in (poison or {}).items():
+            if kind not in POISON_KINDS:
+                raise ValueError(f"unknown poison kind {kind!r}; expected one of {POISON_KINDS}")
+            if isinstance(ids, str):
+                raise ValueError(f"poison[{kind!r}] must be a collection of ids, not a string")
+            if kind == "forbidden_project":
+                self._forbidden = frozenset(p.lower() for p in ids)
+                continue
+            for id in ids:
+                # Both spellings: ask ids are verbatim, MentionLab UUIDs case-insensitive.
+                for key in {id, _norm(MENTIONLAB, id)}:
+                    if self._poison.setdefault(key, kind) != kind:
+                        raise ValueError(f"id {id!r} is poisoned twice")
+        self.poison_depth = poison_depth
         self.seed = seed
         self.anchor = anchor.astimezone(UTC)
         self.max_pending_polls = max_pending_polls
@@ -349,6 +400,32 @@ class Dataset:
             out.append((self.project_of(eid), eid))
         return out
 
+    def poison_ids(self, vendor: str, kind: str, n: int, start: int = 0) -> list[str]:
+        """Fresh ids for poisoning with ``kind``, apart from ``ask_ids``/``execution_ids``.
+
+        Listing them under ``poison`` is still what poisons them; these are only handy names.
+        """
+        vendor = _vendor(vendor)
+        if kind not in POISON_KINDS:
+            raise ValueError(f"unknown poison kind {kind!r}")
+        digests = (_digest(self.seed, "poison", vendor, kind, i) for i in range(start, start + n))
+        if vendor == MENTIONSAPI:
+            return ["ask_" + _base32(d) for d in digests]
+        return [_uuid(d) for d in digests]
+
+    def poison_kind(self, vendor: str, id: str) -> str | None:
+        """The poison served for this id, if any (``forbidden_project`` is per project)."""
+        vendor = _vendor(vendor)
+        return self._poison.get(_norm(vendor, id)) if self._poison else None
+
+    def forbidden(self, vendor: str, project_id: str | None) -> bool:
+        """Whether MentionLab answers 403 to every request in this project."""
+        return (
+            _vendor(vendor) == MENTIONLAB
+            and project_id is not None
+            and project_id.lower() in self._forbidden
+        )
+
     def project_of(self, execution_id: str) -> str:
         """The project a MentionLab execution id belongs to (any string works)."""
         h = _digest(self.seed, MENTIONLAB, execution_id.lower(), "project")
@@ -361,6 +438,8 @@ class Dataset:
         vendor = _vendor(vendor)
         if not _valid_id(vendor, id):
             return "rejected"
+        if self.poison_kind(vendor, id) is not None:
+            return "succeeded" if vendor == MENTIONSAPI else "success"
         u = _unit(self.seed, vendor, _norm(vendor, id), "fate")
         for name, upper in _FATES[vendor]:
             if u < upper:
@@ -392,6 +471,9 @@ class Dataset:
     ) -> tuple[int, dict[str, Any]]:
         """HTTP status and JSON body of the final answer (a fresh dict on every call)."""
         status, body = self.final_bytes(vendor, id, project_id)
+        if self.poison_kind(vendor, id) == "wide_int":
+            # orjson reads integers wider than 64 bits as floats; the stdlib keeps them exact.
+            return status, json.loads(body)
         return status, orjson.loads(body)
 
     def final_bytes(
@@ -402,8 +484,10 @@ class Dataset:
     ) -> tuple[int, bytes]:
         """Like :meth:`final_response`, serialized and cached (what the app serves)."""
         vendor = _vendor(vendor)
-        # Only a wrong project changes the answer; keying the rest as None shares one entry.
-        project = project_id.lower() if self._wrong_project(vendor, id, project_id) else None
+        # Only a wrong or forbidden project changes the answer; keying the rest as None
+        # shares one entry.
+        special = self._wrong_project(vendor, id, project_id) or self.forbidden(vendor, project_id)
+        project = project_id.lower() if special and project_id is not None else None
         return self._final_bytes(vendor, _norm(vendor, id), project)
 
     def pending_response(
@@ -435,6 +519,8 @@ class Dataset:
         ``unknown`` (the vendor answers 404) and there are no pending polls.
         """
         vendor = _vendor(vendor)
+        if self.forbidden(vendor, project_id):
+            return "forbidden", 0
         if self._wrong_project(vendor, id, project_id):
             return "unknown", 0
         return self.fate(vendor, id), self.pending_polls(vendor, id)
@@ -445,10 +531,45 @@ class Dataset:
         id: str,
         project_id: str | None = None,
     ) -> dict[str, Any]:
-        """What the simulator will eventually answer for this id (for tests and benchmarks)."""
+        """What the simulator will eventually answer for this id (for tests and benchmarks).
+
+        ``poison`` names the poison kind served for it, or is None. The body is the real
+        payload: for key_echo it holds ``KEY_PLACEHOLDER`` where the caller's key goes; for
+        retry_after, gzip2 and drip it is the answer those responses wrap or delay.
+        """
         fate, polls = self.plan(vendor, id, project_id)
         status, body = self.final_response(vendor, id, project_id)
-        return {"fate": fate, "pending_polls": polls, "status": status, "body": body}
+        return {
+            "fate": fate,
+            "pending_polls": polls,
+            "status": status,
+            "poison": self._truth_poison(vendor, id, project_id),
+            "body": body,
+        }
+
+    def truth_bytes(
+        self, vendor: str, id: str, project_id: str | None = None, api_key: str | None = None
+    ) -> bytes:
+        """:meth:`truth` as JSON, the body spliced in as served (some bodies are deeper or
+        have wider integers than orjson writes); ``api_key`` fills key_echo's placeholder."""
+        fate, polls = self.plan(vendor, id, project_id)
+        status, body = self.final_bytes(vendor, id, project_id)
+        if api_key is not None:
+            body = fill_key(body, api_key)
+        head = orjson.dumps(
+            {
+                "fate": fate,
+                "pending_polls": polls,
+                "status": status,
+                "poison": self._truth_poison(vendor, id, project_id),
+            }
+        )
+        return b"".join((head[:-1], b',"body":', body, b"}"))
+
+    def _truth_poison(self, vendor: str, id: str, project_id: str | None) -> str | None:
+        if self.forbidden(vendor, project_id):
+            return "forbidden_project"
+        return self.poison_kind(vendor, id)
 
     def canonical_id(self, vendor: str, id: str) -> str:
         """The id as the dataset keys it (MentionLab UUIDs are case-insensitive)."""
@@ -488,7 +609,32 @@ class Dataset:
             if vendor == MENTIONSAPI
             else self._mentionlab_final(id, project_id)
         )
-        return status, orjson.dumps(body)
+        kind = self.poison_kind(vendor, id)
+        if status != 200 or kind not in BODY_POISONS:
+            return status, orjson.dumps(body)
+        return status, self._poisoned(vendor, id, kind, body)
+
+    def _poisoned(self, vendor: str, id: str, kind: str, body: dict[str, Any]) -> bytes:
+        """A succeeded body carrying poison ``kind``; everything else in it stays valid."""
+        rng = _Rng(self.seed, vendor, id, "poison", kind)
+        ma = vendor == MENTIONSAPI
+        if kind == "nul":
+            (_nul_mentionsapi if ma else _nul_mentionlab)(rng, body)
+        elif kind in ("ts_min", "ts_max"):
+            value = TS_MIN if kind == "ts_min" else TS_MAX
+            # MentionsAPI documents no timestamp: an undocumented extra is where it shows up.
+            body["createdAt" if ma or kind == "ts_max" else "initiatedAt"] = value
+        elif kind == "key_echo":
+            _key_echo(id, body, ma)
+        raw = orjson.dumps(body)
+        # orjson writes neither of these two, so they are spliced in as bytes.
+        if kind == "wide_int":
+            extra = b',"x_snowflake":%d,"x_counters":[%d,%d]' % WIDE_INTS
+            return raw[:-1] + extra + b"}"
+        if kind == "deep":
+            lists = self.poison_depth - 2  # inside the body and the x_tree object
+            return b"".join((raw[:-1], b',"x_tree":{"a":', b"[" * lists, b"]" * lists, b"}}"))
+        return raw
 
     # MentionsAPI ---------------------------------------------------------
 
@@ -535,6 +681,8 @@ class Dataset:
 
     def _mentionlab_final(self, id: str, project_id: str | None) -> tuple[int, dict[str, Any]]:
         v = MENTIONLAB
+        if self.forbidden(v, project_id):
+            return 403, FORBIDDEN_BODY
         if not _valid_id(v, id):
             return 400, {
                 "statusCode": 400,
@@ -639,6 +787,80 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------- helpers
+
+FORBIDDEN_BODY: dict[str, Any] = {
+    "statusCode": 403,
+    "message": "Forbidden resource",
+    "error": "Forbidden",
+}
+
+
+def fill_key(body: bytes, api_key: str) -> bytes:
+    """A key_echo body with the caller's key where the placeholder is."""
+    return body.replace(KEY_PLACEHOLDER.encode(), orjson.dumps(api_key)[1:-1])
+
+
+def _with_nul(text: str, at: int) -> str:
+    at = min(max(1, at), len(text))
+    return f"{text[:at]}\x00{text[at:]}"
+
+
+def _nul_mentionsapi(rng: _Rng, body: dict[str, Any]) -> None:
+    """U+0000 in an answer text, a brand name and a citation title."""
+    provider = body["providers"][0]
+    provider["content"] = _with_nul(provider["content"], len(provider["content"]) // 2)
+    mentions = body["brand_mentions"]
+    if not mentions:
+        mentions.append(
+            {
+                "brand": "Acme Corp",
+                "provider": provider["provider"],
+                "rank": 0,
+                "sentiment": "neutral",
+                "context": "Acme Corp is mentioned once.",
+            }
+        )
+    mentions[0]["brand"] = _with_nul(mentions[0]["brand"], 1)
+    cites = [c for p in body["providers"] for c in p["citations"] if "title" in c]
+    if not cites:
+        cite = _citation(rng, "nul bytes")
+        provider["citations"].append(cite)
+        body["citations"].append(dict(cite))
+        cites = [cite]
+    url, title = cites[0]["url"], cites[0]["title"]
+    # Every copy of that citation, so the top-level list stays the providers' union.
+    for c in [*body["citations"], *(c for p in body["providers"] for c in p["citations"])]:
+        if c["url"] == url and c.get("title") == title:
+            c["title"] = _with_nul(title, 5)
+
+
+def _nul_mentionlab(rng: _Rng, body: dict[str, Any]) -> None:
+    """U+0000 at the end of the model name (a C string's terminator) and inside a brand."""
+    body["model"] += "\x00"
+    if not body["entities"]:
+        body["entities"].append(
+            {
+                "displayKey": rng.uuid(),
+                "displayName": "Acme Corp",
+                "isPrimary": False,
+                "sentimentScore": 50.0,
+            }
+        )
+    entity = body["entities"][0]
+    entity["displayName"] = _with_nul(entity["displayName"], 1)
+
+
+def _key_echo(id: str, body: dict[str, Any], mentionsapi: bool) -> None:
+    """The caller's key (as a placeholder) in a stored text field and an extra field."""
+    if mentionsapi:
+        provider = body["providers"][0]
+        provider["content"] += f"\n\n<!-- served for Authorization: Bearer {KEY_PLACEHOLDER} -->"
+        body["x_debug"] = {"authorization": f"Bearer {KEY_PLACEHOLDER}"}
+        return
+    url = f"https://api.mentionlab.io/api/v1/job-executions/{id}?x-api-key={KEY_PLACEHOLDER}"
+    body["sources"].append({"domain": "api.mentionlab.io", "url": url})
+    body["hasSources"] = True
+    body["x_debug"] = {"x-api-key": KEY_PLACEHOLDER}
 
 
 def _vendor(vendor: str) -> str:

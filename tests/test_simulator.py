@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import re
 import subprocess
 import sys
 import time
 import warnings
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +23,7 @@ import pytest
 
 import simulator.app as sim_app
 from simulator import Dataset, SimConfig, create_app, run_in_thread
+from simulator.dataset import KEY_PLACEHOLDER, POISON_KINDS, TS_MAX
 
 with warnings.catch_warnings():
     # Starlette >= 1.x warns that its TestClient should move to httpx2; httpx is what we have.
@@ -613,3 +617,375 @@ def test_request_log_records_each_fetch_time(ds: Dataset) -> None:
     assert list(log[MA]) == [ask_id] and len(log[MA][ask_id]) == 2
     assert before <= log[MA][ask_id][0] <= log[MA][ask_id][1] <= time.time()
     assert log["mentionlab"] == {}
+
+
+# --------------------------------------------------------------------------- poison mode
+
+FORBIDDEN_PROJECT = "0d1e5c3a-6b7f-4c2d-9e8a-1f2b3c4d5e6f"
+DRIP_SECONDS = 0.05
+
+
+def poison_map(ds: Dataset) -> dict[str, list[str]]:
+    """One MentionsAPI and one MentionLab id per kind, plus the forbidden project."""
+    kinds = [k for k in POISON_KINDS if k != "forbidden_project"]
+    return {
+        **{k: ds.poison_ids(MA, k, 1) + ds.poison_ids(ML, k, 1) for k in kinds},
+        "forbidden_project": [FORBIDDEN_PROJECT],
+    }
+
+
+@pytest.fixture(scope="module")
+def poisoned() -> Iterator[tuple[str, dict[str, list[str]]]]:
+    poison = poison_map(Dataset(seed=7, anchor=ANCHOR))
+    config = SimConfig(
+        seed=7,
+        anchor=ANCHOR,
+        max_pending_polls=0,
+        poison=poison,
+        poison_drip_seconds=DRIP_SECONDS,
+    )
+    base_url, stop = run_in_thread(config)
+    try:
+        yield base_url, poison
+    finally:
+        stop()
+
+
+def get_answer(
+    client: httpx.Client, vendor: str, id_: str, key: str | None = None
+) -> httpx.Response:
+    if vendor == MA:
+        return client.get(f"/v1/ask/{id_}", headers={"Authorization": f"Bearer {key or 'lvk_t'}"})
+    project = Dataset(seed=7, anchor=ANCHOR).project_of(id_)
+    return client.get(f"/api/v1/job-executions/{id_}", headers=ml_headers(project, key or ML_KEY))
+
+
+def get_answer_stream(
+    client: httpx.Client, vendor: str, id_: str
+) -> contextlib.AbstractContextManager[httpx.Response]:
+    if vendor == MA:
+        return client.stream("GET", f"/v1/ask/{id_}", headers=MA_KEY)
+    headers = ml_headers(Dataset(seed=7).project_of(id_))
+    return client.stream("GET", f"/api/v1/job-executions/{id_}", headers=headers)
+
+
+def nesting(value: Any) -> int:
+    """How deeply containers nest in a parsed JSON value (without recursing)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def clean_body(vendor: str, id_: str) -> dict[str, Any]:
+    """The id's answer with no body poison (drip only changes how it is sent)."""
+    ds = Dataset(seed=7, anchor=ANCHOR, poison={"drip": [id_]})
+    return ds.final_response(vendor, id_)[1]
+
+
+def test_poison_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="unknown poison kind"):
+        Dataset(seed=7, poison={"nope": ["ask_x"]})
+    with pytest.raises(ValueError, match="poisoned twice"):
+        Dataset(seed=7, poison={"nul": ["ask_x"], "deep": ["ask_x"]})
+    with pytest.raises(ValueError, match="collection of ids"):
+        Dataset(seed=7, poison={"nul": "ask_x"})
+    with pytest.raises(ValueError, match="poison_depth"):
+        Dataset(seed=7, poison_depth=1025)
+    ds = Dataset(seed=7, anchor=ANCHOR)
+    ids = ds.poison_ids(MA, "nul", 50) + ds.poison_ids(ML, "nul", 50)
+    assert len(set(ids)) == 100
+    assert not set(ids) & (set(ds.ask_ids(2000)) | {e for _, e in ds.execution_ids(2000)})
+    assert ds.poison_ids(MA, "nul", 3) != ds.poison_ids(MA, "deep", 3)
+    assert all(UUID.match(i) for i in ds.poison_ids(ML, "deep", 5))
+    assert ds.poison_ids(MA, "nul", 2, start=1) == ds.poison_ids(MA, "nul", 3)[1:]
+
+
+def test_poisoned_ids_succeed_deterministically() -> None:
+    plain = Dataset(seed=7, anchor=ANCHOR)
+    poison = poison_map(plain)
+    a, b = (Dataset(seed=7, anchor=ANCHOR, poison=poison) for _ in range(2))
+    for kind, ids in poison.items():
+        if kind == "forbidden_project":
+            continue
+        for vendor, id_ in zip((MA, ML), ids, strict=True):
+            assert a.fate(vendor, id_) == ("succeeded" if vendor == MA else "success")
+            assert a.poison_kind(vendor, id_) == kind
+            assert a.final_bytes(vendor, id_) == b.final_bytes(vendor, id_)
+            assert a.truth(vendor, id_)["poison"] == kind
+    upper = poison["nul"][1].upper()
+    assert a.poison_kind(ML, upper) == "nul"
+    # Unlisted ids, and every id without poison, are served as before.
+    for ask_id in plain.ask_ids(30):
+        assert a.final_bytes(MA, ask_id) == plain.final_bytes(MA, ask_id)
+    assert plain.truth(MA, poison["nul"][0])["poison"] is None
+
+
+def test_poison_nul_is_escaped_json_and_truth_is_what_was_served(
+    poisoned: tuple[str, dict[str, list[str]]],
+) -> None:
+    base_url, poison = poisoned
+    ask_id, run_id = poison["nul"]
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=10) as client:
+        r = get_answer(client, MA, ask_id)
+        assert r.status_code == 200 and b"\\u0000" in r.content and b"\x00" not in r.content
+        body = r.json()
+        assert body == client.get(f"/_sim/truth/{MA}/{ask_id}").json()["body"]
+        assert "\x00" in body["providers"][0]["content"]
+        assert "\x00" in body["brand_mentions"][0]["brand"]
+        titles = [c.get("title") or "" for c in body["citations"]]
+        assert any("\x00" in t for t in titles)
+        assert body.get("status", "succeeded") == "succeeded"
+
+        r = get_answer(client, ML, run_id)
+        assert r.status_code == 200 and b"\\u0000" in r.content
+        run = r.json()
+        assert run == client.get(f"/_sim/truth/{ML}/{run_id}").json()["body"]
+        assert run["status"] == "success" and run["model"].endswith("\x00")
+        assert "\x00" in run["entities"][0]["displayName"]
+        assert UUID.match(run["entities"][0]["displayKey"])
+    # Apart from the NUL characters (and an item added where none existed), the usual answer.
+    for vendor, id_, served in ((MA, ask_id, body), (ML, run_id, run)):
+        clean = clean_body(vendor, id_)
+        stripped = orjson.loads(orjson.dumps(served).replace(b"\\u0000", b""))
+        assert set(stripped) == set(clean)
+        for key in set(clean) - {"brand_mentions", "citations", "providers", "entities"}:
+            assert stripped[key] == clean[key], key
+
+
+def test_poison_wide_int_and_deep_keep_the_body_valid(
+    poisoned: tuple[str, dict[str, list[str]]],
+) -> None:
+    base_url, poison = poisoned
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=10) as client:
+        for vendor, id_ in zip((MA, ML), poison["wide_int"], strict=True):
+            r = get_answer(client, vendor, id_)
+            assert r.status_code == 200
+            assert b"18446744073709551616" in r.content
+            body = json.loads(r.content)  # exact integers, unlike orjson
+            assert body.pop("x_snowflake") == 2**64
+            assert body.pop("x_counters") == [-(2**63) - 1, 10**30]
+            assert body == clean_body(vendor, id_)
+            truth = json.loads(client.get(f"/_sim/truth/{vendor}/{id_}").content)
+            assert truth["body"]["x_snowflake"] == 2**64
+        for vendor, id_ in zip((MA, ML), poison["deep"], strict=True):
+            r = get_answer(client, vendor, id_)
+            assert r.status_code == 200
+            body = orjson.loads(r.content)
+            assert nesting(body) == 1000
+            tree = body.pop("x_tree")
+            assert list(tree) == ["a"] and nesting(tree) == 999
+            assert body == clean_body(vendor, id_)
+            truth = client.get(f"/_sim/truth/{vendor}/{id_}").content
+            assert truth.endswith(b',"body":' + r.content + b"}")
+
+
+def test_poison_timestamps_at_the_ends_of_the_calendar(
+    poisoned: tuple[str, dict[str, list[str]]],
+) -> None:
+    base_url, poison = poisoned
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=10) as client:
+        for kind, value in (("ts_min", "0001-01-01T00:00:00+01:00"), ("ts_max", TS_MAX)):
+            ask_id, run_id = poison[kind]
+            body = get_answer(client, MA, ask_id).json()
+            assert body.pop("createdAt") == value
+            assert body == clean_body(MA, ask_id)
+            run = get_answer(client, ML, run_id).json()
+            field = "initiatedAt" if kind == "ts_min" else "createdAt"
+            assert run[field] == value
+            clean = clean_body(ML, run_id)
+            assert {k: v for k, v in run.items() if k != field} == {
+                k: v for k, v in clean.items() if k != field
+            }
+    assert value == "9999-12-31T23:59:59Z"
+
+
+def test_poison_key_echo_carries_the_callers_key(
+    poisoned: tuple[str, dict[str, list[str]]],
+) -> None:
+    base_url, poison = poisoned
+    ask_id, run_id = poison["key_echo"]
+    ma_key, ml_key = "lvk_live_s3cret", "ml_live_s3cret"
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=10) as client:
+        body = get_answer(client, MA, ask_id, ma_key).json()
+        assert f"Bearer {ma_key}" in body["providers"][0]["content"]
+        assert body["x_debug"] == {"authorization": f"Bearer {ma_key}"}
+        run = get_answer(client, ML, run_id, ml_key).json()
+        assert run["sources"][-1]["url"].endswith(f"?x-api-key={ml_key}")
+        assert run["hasSources"] is True and run["x_debug"] == {"x-api-key": ml_key}
+        # The truth holds a placeholder, or the key asked for.
+        truth = client.get(f"/_sim/truth/{ML}/{run_id}").json()["body"]
+        assert truth["x_debug"] == {"x-api-key": KEY_PLACEHOLDER}
+        filled = client.get(f"/_sim/truth/{ML}/{run_id}", params={"api_key": ml_key})
+        assert filled.json()["body"] == run
+        # The echo is of whichever key asked.
+        other = get_answer(client, MA, ask_id, "lvk_other").json()
+        assert other["x_debug"] == {"authorization": "Bearer lvk_other"}
+
+
+def test_poison_retry_after_answers_429_first_and_polls_are_not_counted() -> None:
+    ds = Dataset(seed=7, anchor=ANCHOR, max_pending_polls=2)
+    ask_id = next(i for i in ds.poison_ids(MA, "retry_after", 20) if ds.pending_polls(MA, i) == 2)
+    run_id = ds.poison_ids(ML, "retry_after", 1)[0]
+    config = SimConfig(
+        seed=7,
+        anchor=ANCHOR,
+        max_pending_polls=2,
+        poison={"retry_after": [ask_id, run_id]},
+        poison_retry_after_count=2,
+    )
+    base_url, stop = run_in_thread(config)
+    try:
+        with httpx.Client(base_url=base_url, trust_env=False, timeout=10) as client:
+            seen = []
+            for _ in range(5):
+                r = get_answer(client, MA, ask_id)
+                seen.append((r.status_code, r.headers.get("Retry-After")))
+                if r.status_code == 429:
+                    assert r.json()["error"]["code"] == "rate_limited"
+                    assert "1e12" in r.json()["error"]["message"]
+            assert seen == [(429, "1e12"), (429, "1e12"), (202, None), (202, None), (200, None)]
+            assert r.json() == client.get(f"/_sim/truth/{MA}/{ask_id}").json()["body"]
+            r = get_answer(client, ML, run_id)
+            assert (r.status_code, r.headers["Retry-After"]) == (429, "1e12")
+            assert r.json() == {
+                "statusCode": 429,
+                "message": "Too many requests. Please retry after 1e12 seconds.",
+                "error": "Too Many Requests",
+            }
+            counts = client.get("/_sim/requests/counts").json()
+            assert counts[MA][ask_id] == {
+                "requests": 5,
+                "by_status": {"200": 1, "202": 2, "429": 2},
+            }
+            assert counts[ML][run_id] == {"requests": 1, "by_status": {"429": 1}}
+            assert client.get("/_sim/stats").json()["poison"]["retry_after"] == 3
+    finally:
+        stop()
+
+
+def _inflate(data: bytes, piece: int = 1 << 16) -> Iterator[bytes]:
+    """Decode one gzip layer a bounded piece at a time: the output may be huge."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    for start in range(0, len(data), piece):
+        pending = data[start : start + piece]
+        while pending:
+            out = inflater.decompress(pending, 1 << 22)
+            yield out
+            pending = inflater.unconsumed_tail
+    yield inflater.flush()
+    assert inflater.eof
+
+
+def test_poison_gzip2_is_a_decompression_bomb(
+    poisoned: tuple[str, dict[str, list[str]]],
+) -> None:
+    base_url, poison = poisoned
+    pad = SimConfig().poison_bomb_bytes
+    assert pad >= 256 * 1024 * 1024
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=30) as client:
+        for vendor, id_ in zip((MA, ML), poison["gzip2"], strict=True):
+            answer = client.get(f"/_sim/truth/{vendor}/{id_}").json()["body"]
+            expected_head = orjson.dumps(answer)[:-1] + b',"x_padding":"0'
+            with get_answer_stream(client, vendor, id_) as r:
+                assert r.status_code == 200
+                assert r.headers["Content-Encoding"] == "gzip, gzip"
+                wire = b"".join(r.iter_raw())
+            assert int(r.headers["Content-Length"]) == len(wire) < 64 * 1024
+            inner = zlib.decompress(wire, 16 + zlib.MAX_WBITS)
+            assert inner[:2] == b"\x1f\x8b" and len(inner) < 2 * 1024 * 1024
+            size, head, tail = 0, b"", b""
+            for chunk in _inflate(inner):
+                size += len(chunk)
+                if len(head) < len(expected_head):
+                    head += chunk[: len(expected_head)]
+                tail = (tail + chunk)[-16:]
+            assert size == len(expected_head) - 1 + pad + 2
+            assert size > 1000 * len(wire)
+            assert head[: len(expected_head)] == expected_head
+            assert tail == b"0" * 14 + b'"}'
+
+
+def test_poison_drip_sends_one_byte_at_a_time(
+    poisoned: tuple[str, dict[str, list[str]]],
+) -> None:
+    base_url, poison = poisoned
+    for vendor, id_ in zip((MA, ML), poison["drip"], strict=True):
+        expected = Dataset(seed=7, anchor=ANCHOR, poison=poison).final_bytes(vendor, id_)[1]
+        # A read timeout far above the interval never fires: each byte comes in time.
+        timeout = httpx.Timeout(5.0, read=DRIP_SECONDS * 10)
+        with httpx.Client(base_url=base_url, trust_env=False, timeout=timeout) as client:
+            r = get_answer_stream(client, vendor, id_)
+            with r as response:
+                assert response.status_code == 200
+                length = int(response.headers["Content-Length"])
+                received, stamps = b"", []
+                for chunk in response.iter_raw():
+                    received += chunk
+                    stamps.append(time.monotonic())
+                    if len(received) >= 8:
+                        break
+        assert length == len(expected) and received == expected[: len(received)]
+        # 8 bytes take at least 7 intervals; and the whole body at the default interval
+        # would take longer than any sane request deadline.
+        assert stamps[-1] - stamps[0] >= 7 * DRIP_SECONDS * 0.8
+        assert length * SimConfig().poison_drip_seconds > 600
+    # The server is fine after the client walked away.
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=5) as client:
+        assert client.get("/_sim/health").json() == {"ok": True}
+        counts = client.get("/_sim/requests/counts").json()
+    assert counts[MA][poison["drip"][0]]["by_status"] == {"200": 1}
+
+
+def test_poison_forbidden_project_answers_403_for_every_id(
+    poisoned: tuple[str, dict[str, list[str]]],
+) -> None:
+    base_url, poison = poisoned
+    project, run_id = find(Dataset(seed=7, anchor=ANCHOR), ML, "success")
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=10) as client:
+        for id_ in (run_id, poison["nul"][1], "3f1a7b2c-9d4e-4f6a-8b1c-2e5f7a9d0c11"):
+            r = client.get(
+                f"/api/v1/job-executions/{id_}", headers=ml_headers(FORBIDDEN_PROJECT.upper())
+            )
+            assert r.status_code == 403
+            assert r.json() == {
+                "statusCode": 403,
+                "message": "Forbidden resource",
+                "error": "Forbidden",
+            }
+        truth = client.get(
+            f"/_sim/truth/{ML}/{run_id}", params={"project_id": FORBIDDEN_PROJECT}
+        ).json()
+        assert (truth["fate"], truth["status"], truth["poison"]) == (
+            "forbidden",
+            403,
+            "forbidden_project",
+        )
+        # Other projects are served as usual, and 403s are not polls.
+        r = client.get(f"/api/v1/job-executions/{run_id}", headers=ml_headers(project))
+        assert r.status_code == 200
+        assert r.json() == client.get(f"/_sim/truth/{ML}/{run_id}").json()["body"]
+        counts = client.get("/_sim/requests/counts").json()[ML][run_id]
+        assert counts == {"requests": 2, "by_status": {"200": 1, "403": 1}}
+        config = client.get("/_sim/config").json()["config"]
+        assert config["poison"]["forbidden_project"] == [FORBIDDEN_PROJECT]
+
+
+def test_cli_builds_poison_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[SimConfig] = []
+    monkeypatch.setattr(sim_app, "serve", lambda c, host, port: calls.append(c))
+    sim_app.main(
+        [
+            *("--poison", "nul=ask_a,ask_b", "--poison", "nul=ask_c", "--poison", "drip=ask_d"),
+            *("--poison-drip-seconds", "0.2", "--poison-retry-after-count", "3"),
+        ]
+    )
+    config = calls[0]
+    assert config.poison == {"nul": ["ask_a", "ask_b", "ask_c"], "drip": ["ask_d"]}
+    assert (config.poison_drip_seconds, config.poison_retry_after_count) == (0.2, 3)
+    with pytest.raises(SystemExit):
+        sim_app.main(["--poison", "nope=ask_a"])
