@@ -3,7 +3,7 @@
 from models.base import Base, metadata, utcnow
 from models.mentionlab import JobExecution, JobExecutionEntity, JobExecutionSource
 from models.mentionsapi import Ask, AskBrandMention, AskCitation, AskProviderResponse
-from models.operations import AlertState, WebhookDelivery
+from models.operations import AlertState, SchedulerHeartbeat, WebhookDelivery
 from models.quarantine import QuarantinedPayload
 from models.tracking import (
     ACTIVE_STATES,
@@ -29,6 +29,7 @@ __all__ = [
     "JobExecutionEntity",
     "JobExecutionSource",
     "QuarantinedPayload",
+    "SchedulerHeartbeat",
     "TrackedId",
     "TrackedState",
     "Vendor",

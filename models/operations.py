@@ -1,4 +1,4 @@
-"""Tables of the operations side: webhook deliveries seen, alerts sent."""
+"""Tables of the operations side: webhook deliveries seen, alerts sent, beats alive."""
 
 from __future__ import annotations
 
@@ -45,3 +45,21 @@ class AlertState(Base):
     last_sent_at: Mapped[datetime | None]
     last_value: Mapped[int] = mapped_column(Integer, server_default="0")
     updated_at: Mapped[datetime]
+
+
+class SchedulerHeartbeat(Base):
+    """One row per beat process (`host:pid`): when it last ticked, and when a worker
+    last ran a dispatch sweep it sent.
+
+    Every timestamp comes from the database's clock (`now()`), never a host's, so
+    ages agree whichever machine reads them. Two beats by mistake are two rows;
+    what counts is the newest of each column.
+    """
+
+    __tablename__ = "scheduler_heartbeats"
+
+    instance: Mapped[str] = mapped_column(String(255), primary_key=True)
+    started_at: Mapped[datetime]
+    last_tick_at: Mapped[datetime]
+    # NULL until a worker has run one of this beat's sweeps.
+    last_dispatch_at: Mapped[datetime | None]

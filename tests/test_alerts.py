@@ -1,5 +1,6 @@
-"""Alerts before answers expire: sent to a real HTTP receiver on loopback,
-rate-limited across processes through the database, retried when sending failed."""
+"""Alerts before answers expire, and when the scheduler stalls: sent to a real HTTP
+receiver on loopback, rate-limited across processes through the database, retried
+when sending failed."""
 
 from __future__ import annotations
 
@@ -12,13 +13,20 @@ from typing import Any
 
 import pytest
 from rich.console import Console
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, text, update
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from models import TrackedId, TrackedState, Vendor, WebhookDelivery
+from models import (
+    AlertState,
+    SchedulerHeartbeat,
+    TrackedId,
+    TrackedState,
+    Vendor,
+    WebhookDelivery,
+)
 from simulator import serve_in_thread
 from worker.alerts import check_alerts, prune_deliveries
 from worker.config import get_settings
@@ -249,3 +257,126 @@ def test_at_risk_counts_what_can_still_be_saved(receiver: Receiver) -> None:
     alert = next(a for a in check_alerts(settings, now=NOW) if a["kind"] == "at_risk")
     assert alert["count"] == 3
     assert {i["external_id"] for i in alert["ids"]} == at_risk
+
+
+def stale_beat(dispatch_ago: float | None, tick_ago: float = 1.0) -> None:
+    """One beat's heartbeat row, aged by the database's own clock."""
+    with session_scope() as session:
+        session.execute(delete(SchedulerHeartbeat))
+        session.execute(
+            text(
+                "INSERT INTO scheduler_heartbeats VALUES ('beat-host:7',"
+                " now() - make_interval(secs => :t + 600), now() - make_interval(secs => :t),"
+                " now() - make_interval(secs => :d))"
+            ),
+            {"t": tick_ago, "d": dispatch_ago},
+        )
+
+
+def test_a_stalled_scheduler_alerts_once_until_it_recovers(
+    receiver: Receiver, configure: Callable[..., None]
+) -> None:
+    configure(SCHEDULER_STALL_SECONDS="45")
+    settings = get_settings()
+    stale_beat(dispatch_ago=100)
+
+    (alert,) = check_alerts(settings, now=NOW)
+    assert (alert["kind"], alert["severity"], alert["count"], alert["ids"]) == (
+        "scheduler_stalled",
+        "warning",  # beat ticks: its sweeps wait for a worker
+        0,
+        [],
+    )
+    assert 100 <= alert["age_seconds"] < 110 and alert["stall_seconds"] == 45
+    assert "no dispatch sweep for 10" in alert["text"]
+    # Beat ticks, so the text points at the workers, not at beat.
+    assert "beat ticked 1 s ago but its sweeps do not run" in alert["text"]
+    # While it lasts: once per interval, however many checks (or watchdogs) run.
+    assert check_alerts(settings, now=NOW + timedelta(minutes=10)) == []
+    assert (
+        check_alerts(settings, now=NOW + timedelta(minutes=10), kinds={"scheduler_stalled"}) == []
+    )
+
+    # A worker that just started does not count this stall yet, but must not
+    # take it for a recovery either.
+    with session_scope() as session:
+        just_now = session.scalar(text("SELECT now()"))
+    young = check_alerts(
+        settings, now=NOW + timedelta(minutes=10), kinds={"scheduler_stalled"}, since=just_now
+    )
+    assert young == []
+    with session_scope() as session:
+        assert session.get(AlertState, "scheduler_stalled").last_sent_at is not None
+
+    # Sweeps run again: one recovery notice, and the slot is free again...
+    stale_beat(dispatch_ago=0.5)
+    (recovered,) = check_alerts(settings, now=NOW + timedelta(minutes=11))
+    assert recovered["kind"] == "scheduler_recovered" and recovered["severity"] == "info"
+    assert "after a stall of at least 10" in recovered["text"]
+    assert check_alerts(settings, now=NOW + timedelta(minutes=12)) == []
+    # ...so the next stall alerts at once, not an interval after the first.
+    stale_beat(dispatch_ago=60, tick_ago=60)
+    (again,) = check_alerts(settings, now=NOW + timedelta(minutes=13))
+    assert again["kind"] == "scheduler_stalled" and "beat is stopped or hung" in again["text"]
+    assert again["severity"] == "critical"
+    assert [a["kind"] for a in receiver.received] == [
+        "scheduler_stalled",
+        "scheduler_recovered",
+        "scheduler_stalled",
+    ]
+
+
+def test_two_watchdogs_send_one_stall_alert(receiver: Receiver) -> None:
+    stale_beat(dispatch_ago=300)
+    settings = get_settings()
+    results: list[int] = []
+    start = threading.Barrier(4)
+
+    def watchdog() -> None:
+        start.wait()
+        results.append(len(check_alerts(settings, now=NOW, kinds={"scheduler_stalled"})))
+
+    threads = [threading.Thread(target=watchdog) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == [0, 0, 0, 1]
+    assert [a["kind"] for a in receiver.received] == ["scheduler_stalled"]
+
+
+def test_no_heartbeat_is_no_stall_unless_someone_watched_long_enough(
+    receiver: Receiver,
+) -> None:
+    settings = get_settings()
+    # Housekeeping comes from a beat, so an empty table says nothing yet.
+    assert check_alerts(settings, now=NOW, kinds={"scheduler_stalled"}) == []
+    # A watchdog that has watched for longer than the stall time says it.
+    with session_scope() as session:
+        db_now = session.scalar(text("SELECT now()"))
+    (alert,) = check_alerts(
+        settings,
+        now=NOW,
+        kinds={"scheduler_stalled"},
+        since=db_now - timedelta(seconds=settings.scheduler_stall_seconds + 5),
+    )
+    assert "no dispatch sweep recorded in" in alert["text"]
+    assert "no beat has recorded a tick" in alert["text"]
+    # And not before: a worker starting after a pause gives beat its time.
+    stale_beat(dispatch_ago=3600)
+    with session_scope() as session:
+        session.execute(update(AlertState).values(last_sent_at=None))
+    assert check_alerts(settings, now=NOW, kinds={"scheduler_stalled"}, since=db_now) == []
+
+
+def test_housekeeping_forgets_beats_gone_for_a_day() -> None:
+    stale_beat(dispatch_ago=None, tick_ago=2 * 86400)
+    with session_scope() as session:
+        session.execute(
+            text("INSERT INTO scheduler_heartbeats VALUES ('beat-host:8', now(), now(), NULL)")
+        )
+    from worker.tasks import housekeeping
+
+    housekeeping()
+    with session_scope() as session:
+        assert session.scalars(select(SchedulerHeartbeat.instance)).all() == ["beat-host:8"]

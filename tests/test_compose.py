@@ -1,12 +1,14 @@
 """docker-compose.yml, the Dockerfile and .env.example, checked without a Docker
 engine: every command is a real `mentionsync` or `celery` invocation, services
-wait for what they need, health checks exist where something waits on them, and
-the environment matches the settings object."""
+wait for what they need, health checks exist where something waits on them (and
+beat's fails when it stops ticking), and the environment matches the settings
+object."""
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -134,6 +136,50 @@ def test_dependencies_and_healthchecks_are_wired() -> None:
     assert "ports" not in worker and "container_name" not in worker
     assert worker["environment"]["PROMETHEUS_MULTIPROC_DIR"] in worker["tmpfs"]
     assert "ports" not in SERVICES["beat"] and "container_name" not in SERVICES["beat"]
+
+
+def test_beat_is_unhealthy_when_it_stops_ticking() -> None:
+    """The beat service's healthcheck is a real command that passes while a beat
+    of its own host ticks, and fails when that beat is stale or absent, whatever
+    beats elsewhere do."""
+    from sqlalchemy import text
+
+    from worker.db import session_scope
+
+    check = SERVICES["beat"]["healthcheck"]
+    assert check["test"][:2] == ["CMD", "mentionsync"]
+    argv = [str(BIN / "mentionsync"), *check["test"][2:]]
+    assert argv[1:] == ["scheduler", "check", "--local"]
+    help_ = _help(check["test"][1:])
+    assert help_.returncode == 0 and "Usage:" in help_.stdout
+
+    def row(instance: str, tick_ago: float) -> None:
+        with session_scope() as session:
+            session.execute(text("DELETE FROM scheduler_heartbeats"))
+            session.execute(
+                text(
+                    "INSERT INTO scheduler_heartbeats VALUES (:i, now() - interval '1 hour',"
+                    " now() - make_interval(secs => :t), now())"
+                ),
+                {"i": instance, "t": tick_ago},
+            )
+
+    def healthy() -> bool:
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, env=dict(os.environ), check=False
+        )
+        assert result.returncode in (0, 1), result.stderr
+        return result.returncode == 0
+
+    here = socket.gethostname()
+    row(f"{here}:1", tick_ago=1)
+    assert healthy()
+    row(f"{here}:1", tick_ago=600)  # this container's beat stopped ticking
+    assert not healthy()
+    row(f"elsewhere-{here}:1", tick_ago=1)  # a beat of another container does not count
+    assert not healthy()
+    # Interval times retries: unhealthy within a minute of the check's first failure.
+    assert check["retries"] * int(check["interval"].removesuffix("s")) <= 60
 
 
 def test_the_environment_matches_the_settings_object() -> None:

@@ -17,7 +17,13 @@ from worker.config import ConfigError, get_settings
 from worker.db import reset_engine
 from worker.logs import setup_logging
 from worker.resources import close_resources
-from worker.schedule import DISPATCH_QUEUE, DISPATCH_TASK, HOUSEKEEPING_TASK, beat_schedule
+from worker.schedule import (
+    DISPATCH_QUEUE,
+    DISPATCH_TASK,
+    FETCH_TASK,
+    HOUSEKEEPING_TASK,
+    beat_schedule,
+)
 
 
 def _transport_options(broker_url: str) -> dict[str, Any]:
@@ -63,8 +69,25 @@ app.conf.update(
     # only hold leases hostage on a busy worker.
     worker_prefetch_multiplier=1,
     worker_max_tasks_per_child=1000,
+    # No task outlives its limits, whatever hangs (a vendor, a lock, a bug). A
+    # batch past its lease gets a soft limit (it gives its ids back and stops);
+    # the hard limit replaces the pool process whatever it is doing, and the ids
+    # are due again once their lease expires, the lease fence stopping any late
+    # writer. Sweeps are short by design.
+    task_annotations={
+        FETCH_TASK: {
+            "soft_time_limit": settings.lease_seconds,
+            "time_limit": settings.lease_seconds + settings.http_request_deadline + 30,
+        },
+        DISPATCH_TASK: {"time_limit": 300},
+        HOUSEKEEPING_TASK: {"time_limit": 600},
+    },
     broker_transport_options=_transport_options(settings.celery_broker_url),
     beat_schedule=beat_schedule(settings),
+    # Beat records its ticks in Postgres (worker/beat.py), and wakes at least this
+    # often to do so even when nothing is due.
+    beat_scheduler="worker.beat:HeartbeatScheduler",
+    beat_max_loop_interval=settings.scheduler_heartbeat_seconds,
     timezone="UTC",
     enable_utc=True,
     worker_hijack_root_logger=False,
@@ -87,6 +110,23 @@ def _serve_metrics(**_: Any) -> None:
         from worker.metrics import start_worker_metrics_server
 
         start_worker_metrics_server(settings.worker_metrics_port)
+
+
+@signals.worker_ready.connect
+def _watch_the_scheduler(**_: Any) -> None:
+    # In the main process, which outlives its pool's children: a dead or hung beat
+    # cannot report itself, so every worker checks that sweeps still run.
+    from worker.beat import start_watchdog
+
+    start_watchdog(settings)
+
+
+@signals.worker_shutting_down.connect
+def _stop_watching(**_: Any) -> None:
+    # A worker on its way out has no say on the scheduler.
+    from worker.beat import stop_watchdog
+
+    stop_watchdog()
 
 
 @signals.worker_process_init.connect

@@ -7,6 +7,7 @@ from typing import Any
 from worker.config import Settings
 
 DISPATCH_TASK = "mentionsync.dispatch_due"
+FETCH_TASK = "mentionsync.fetch_batch"
 DISPATCH_QUEUE = "mentionsync.dispatch"
 HOUSEKEEPING_TASK = "mentionsync.housekeeping"
 

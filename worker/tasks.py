@@ -6,25 +6,34 @@ import logging
 import time
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 
 from models import Vendor, utcnow
 from worker.app import app
 from worker.db import session_scope
-from worker.poller import Claim, claim_batches, is_disconnect, process_claim
+from worker.poller import (
+    Claim,
+    claim_batches,
+    is_disconnect,
+    process_claim,
+    record_losses,
+    release_claim,
+)
 from worker.resources import get_resources, release_free_memory
-from worker.schedule import DISPATCH_TASK, HOUSEKEEPING_TASK
+from worker.schedule import DISPATCH_TASK, FETCH_TASK, HOUSEKEEPING_TASK
 
 log = logging.getLogger("mentionsync.tasks")
 
 
 @app.task(name=DISPATCH_TASK, acks_late=True, ignore_result=True)
-def dispatch_due() -> int:
+def dispatch_due(scheduler: str | None = None) -> int:
     """Claim due ids (committed first), then hand them to workers in batches.
 
     If sending fails, nothing is lost: the claimed ids become due again when
-    their lease expires, and a later sweep sends them.
+    their lease expires, and a later sweep sends them. `scheduler`: the beat that
+    sent this sweep (`host:pid`), whose heartbeat row records that it ran.
     """
     started = time.monotonic()
     settings = get_resources().settings
@@ -49,6 +58,8 @@ def dispatch_due() -> int:
                 extra={"vendor": claim.vendor.value, "count": len(claim.ids)},
             )
             break
+    if scheduler is not None:
+        record_sweep(scheduler)
     # One line per vendor and sweep, never one per id.
     for vendor, (ids, batches) in by_vendor.items():
         log.info(
@@ -66,8 +77,19 @@ def dispatch_due() -> int:
     return sent
 
 
+def record_sweep(scheduler: str) -> None:
+    """Record that a sweep of `scheduler` ran; never fails the sweep, which is done."""
+    from worker.heartbeat import record_dispatch
+
+    try:
+        with session_scope() as session:
+            record_dispatch(session.connection(), scheduler)
+    except DBAPIError as exc:
+        log.warning("could not record the dispatch sweep: %s", exc.orig or exc)
+
+
 @app.task(
-    name="mentionsync.fetch_batch",
+    name=FETCH_TASK,
     bind=True,
     acks_late=True,
     ignore_result=True,
@@ -75,9 +97,22 @@ def dispatch_due() -> int:
 )
 def fetch_batch(self: Task, vendor: str, token: str, ids: list[int]) -> int:
     """Fetch and store one claimed batch. Only ids still leased to `token` are touched."""
+    claim = Claim(Vendor(vendor), token, ids)
     try:
-        report = process_claim(Claim(Vendor(vendor), token, ids))
+        report = process_claim(claim)
         release_free_memory()
+    except SoftTimeLimitExceeded:
+        settings = get_resources().settings
+        log.error(
+            "batch of %d %s ids ran past its time limit (%g s); giving back the ids it"
+            " has not written",
+            len(ids),
+            vendor,
+            settings.lease_seconds,
+            extra={"vendor": vendor, "count": len(ids)},
+        )
+        release_claim(claim, settings)
+        return 0
     except DBAPIError as exc:
         if not is_disconnect(exc):
             raise
@@ -94,12 +129,19 @@ def fetch_batch(self: Task, vendor: str, token: str, ids: list[int]) -> int:
 
 @app.task(name=HOUSEKEEPING_TASK, acks_late=True, ignore_result=True)
 def housekeeping() -> int:
-    """Send the alerts that are due and forget webhook events past retention."""
+    """Record ids lost past their deadline, send the alerts that are due, and
+    forget webhook events past retention and beats gone for a day."""
     from worker.alerts import check_alerts, prune_deliveries
+    from worker.heartbeat import forget_gone
 
     settings = get_resources().settings
+    # Before the alerts, so that ids lost since the last run are counted in them.
+    with session_scope() as session:
+        record_losses(session, settings)
     sent = check_alerts(settings)
     pruned = prune_deliveries(settings)
     if pruned:
         log.info("forgot %d webhook events past retention", pruned, extra={"count": pruned})
+    with session_scope() as session:
+        forget_gone(session.connection())
     return len(sent)

@@ -1,7 +1,8 @@
 """Never lose an answer: a few thousand ids sync through real Celery workers, two
-beats, a Redis and Postgres, while the simulator injects faults (20% errors,
-latency spikes, 429 storms, connection resets, malformed and oversized bodies)
-and the test SIGKILLs worker processes, crashes Redis and cuts Postgres off.
+beats (or `mentionsync run`'s supervised worker and beat), a Redis and Postgres,
+while the simulator injects faults (20% errors, latency spikes, 429 storms,
+connection resets, malformed and oversized bodies) and the test SIGKILLs worker
+processes and beats, crashes Redis and cuts Postgres off.
 
 At the end the archive must equal the simulator's ground truth exactly, and no
 id may have been fetched after the worker recorded it final."""
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,10 +24,10 @@ from sqlalchemy import func, select
 
 from models import QuarantinedPayload, TrackedId
 from simulator import Dataset
-from tests.chaos.harness import CeleryProcesses, PrivateRedis, postgres_outage
+from tests.chaos.harness import CeleryProcesses, PrivateRedis, children, postgres_outage
 from tests.conftest import ADMIN_URL, TEST_DB
 from tests.expected import check_everything
-from tests.helpers import pending, register_dataset
+from tests.helpers import MENTIONSYNC, pending, register_dataset
 from worker.db import session_scope
 
 SEED = 11
@@ -182,3 +185,113 @@ def test_sync_survives_kills_broker_crash_and_database_outage(  # type: ignore[n
     for secret in ("lvk_test_suite_key", "ml_test_suite_key"):
         assert secret not in output
     print(f"\nchaos run: {summary}\nstates {states}, re-served finals {served_twice}")
+
+
+def _celery_child(run_pid: int, command: str) -> int | None:
+    """The `celery ... <command>` process `mentionsync run` started, if running."""
+    for pid in children(run_pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if command.encode() in argv:
+            return pid
+    return None
+
+
+def _wait_for_child(run_pid: int, command: str, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (pid := _celery_child(run_pid, command)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"`mentionsync run` has no celery {command}")
+        time.sleep(0.1)
+    return pid
+
+
+@pytest.mark.timeout(420)
+def test_run_survives_sigkill_of_any_of_its_processes(  # type: ignore[no-untyped-def]
+    sim, configure, tmp_path: Path
+) -> None:
+    """`mentionsync run` (worker + embedded beat under a supervisor) against a slow,
+    faulty vendor: its beat, a pool process busy with requests, its worker's
+    main process and beat again are SIGKILLed, Redis crashes and Postgres is cut
+    off. Every id still ends final and exactly archived."""
+    rng = random.Random(SEED + 1)
+    # Every request waits on the vendor (200 ms, spikes of 1.5 s): a pool process
+    # killed is killed while its requests are in flight.
+    base_url = sim(
+        seed=SEED + 1, max_pending_polls=1, latency_ms=200, **{**FAULTS, "latency_spike_rate": 0.1}
+    )
+    broker = PrivateRedis(tmp_path)
+    broker.start()
+    configure(
+        CELERY_BROKER_URL=broker.url,
+        REDIS_URL=broker.url,
+        SCHEDULER_STALL_SECONDS="10",
+        **{**CHAOS_ENV, "FETCH_CONCURRENCY": "8"},
+    )
+    asks = executions = 600
+    register_dataset(Dataset(seed=SEED + 1), asks=asks, executions=executions)
+    log = tmp_path / "run.log"
+    events: list[str] = []
+    with log.open("ab") as out:
+        run = subprocess.Popen(
+            [MENTIONSYNC, "run", "-c", "3"],
+            env=dict(os.environ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    started = time.monotonic()
+
+    def kill(what: str, pid: int) -> None:
+        os.kill(pid, signal.SIGKILL)
+        events.append(f"{time.monotonic() - started:5.1f}s SIGKILL {what} ({pending()} pending)")
+
+    try:
+        worker = _wait_for_child(run.pid, "worker")
+        deadline = time.monotonic() + 60
+        while b"ready." not in log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(4)
+        kill("beat", _wait_for_child(run.pid, "beat"))
+        time.sleep(3)
+        kill("a busy pool process", rng.choice(children(worker)))
+        time.sleep(2)
+        broker.crash()
+        time.sleep(2)
+        broker.start()
+        events.append(f"{time.monotonic() - started:5.1f}s Redis back, empty")
+        time.sleep(3)
+        kill("the worker's main process", _wait_for_child(run.pid, "worker"))
+        time.sleep(3)
+        cut = postgres_outage(ADMIN_URL, TEST_DB, seconds=4.0)
+        events.append(f"{time.monotonic() - started:5.1f}s Postgres back ({cut} cut)")
+        kill("beat again", _wait_for_child(run.pid, "beat"))
+
+        deadline = time.monotonic() + 240
+        while pending() and time.monotonic() < deadline:
+            time.sleep(1.0)
+        left = pending()
+        run.send_signal(signal.SIGTERM)
+        code = run.wait(90)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        broker.crash()
+    output = log.read_text(errors="replace")
+    summary = "\n".join(events)
+    assert left == 0, f"{left} ids never became final\n{summary}\n{output[-6000:]}"
+    assert code == 0, output[-3000:]
+    # Each death was noticed and repaired by the supervisor.
+    assert output.count("celery beat (pid") >= 2 and "exited with signal SIGKILL" in output
+    assert "celery worker (pid" in output and "restarting it in" in output
+
+    with session_scope() as session:
+        states = check_everything(session, base_url)
+    assert sum(states.values()) == asks + executions
+    assert fetches_after_final(base_url) == []
+    for secret in ("lvk_test_suite_key", "ml_test_suite_key"):
+        assert secret not in output
+    print(f"\nrun under chaos: {summary}\nstates {states}")
