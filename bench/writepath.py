@@ -188,7 +188,7 @@ def write_copy(database_url: str, rows: dict[str, list[dict[str, Any]]]) -> tupl
                         for row in rows[name]:
                             copy.write_row(
                                 [
-                                    Jsonb(row[c]) if j and row[c] is not None else row[c]
+                                    Jsonb(row[c]) if j and row.get(c) is not None else row.get(c)
                                     for c, j in zip(columns, as_json, strict=True)
                                 ]
                             )

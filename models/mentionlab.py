@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Double, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, Double, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, JSONDocument, UUIDText
@@ -33,6 +33,9 @@ class JobExecution(Base):
     country: Mapped[str | None] = mapped_column(Text)
     language: Mapped[str | None] = mapped_column(Text)
     raw_payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    # The body exactly as received, kept only when raw_payload could not be it
+    # (U+0000 removed, which Postgres cannot store); `reprocess` rebuilds from it.
+    raw_body: Mapped[bytes | None] = mapped_column(LargeBinary)
     fetched_at: Mapped[datetime]
 
 

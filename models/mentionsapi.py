@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Integer, Numeric, String, Text
+from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, JSONDocument
@@ -32,6 +32,9 @@ class Ask(Base):
     error_code: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
     raw_payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    # The body exactly as received, kept only when raw_payload could not be it
+    # (U+0000 removed, which Postgres cannot store); `reprocess` rebuilds from it.
+    raw_body: Mapped[bytes | None] = mapped_column(LargeBinary)
     fetched_at: Mapped[datetime]
 
 

@@ -54,6 +54,9 @@ SAVABLE_STATES: tuple[TrackedState, ...] = (
 # Kept as a literal so the partial index predicate renders the same on every dialect
 # and in the migration.
 ACTIVE_PREDICATE = "state IN ('tracked', 'polling')"
+# Out of polling but not final for good: `record_losses` finds those past their
+# deadline; partial, so it holds only the few ids that ran out of attempts.
+STRANDED_PREDICATE = "state IN ('error', 'invalid_payload')"
 # Archived (or failed) by polling although a webhook was expected: a missed delivery.
 RECOVERED_PREDICATE = "expect_webhook AND archived_at IS NOT NULL AND webhook_archived_at IS NULL"
 
@@ -86,6 +89,12 @@ class TrackedId(Base):
             "deadline_at",
             postgresql_where=text(ACTIVE_PREDICATE),
             sqlite_where=text(ACTIVE_PREDICATE),
+        ),
+        Index(
+            "ix_tracked_ids_stranded",
+            "deadline_at",
+            postgresql_where=text(STRANDED_PREDICATE),
+            sqlite_where=text(STRANDED_PREDICATE),
         ),
         # `status` counts by vendor and state.
         Index("ix_tracked_ids_vendor_state", "vendor", "state"),

@@ -53,6 +53,7 @@ os.environ.update(BASE_ENV)
 _PRISTINE_ENV = dict(os.environ)
 
 from models import metadata  # noqa: E402
+from tests.vendor_stub import VendorStub, running_stub  # noqa: E402
 from worker.config import get_settings  # noqa: E402
 from worker.db import get_engine, reset_engine  # noqa: E402
 from worker.resources import close_resources  # noqa: E402
@@ -125,6 +126,14 @@ def sim() -> Iterator[Callable[..., str]]:
     yield start
     for stop in stops:
         stop()
+
+
+@pytest.fixture
+def stub() -> Iterator[VendorStub]:
+    """A scripted vendor on loopback (tests/vendor_stub.py); both base URLs point at it."""
+    with running_stub() as stub:
+        apply_env(MENTIONSAPI_BASE_URL=stub.base_url, MENTIONLAB_BASE_URL=stub.base_url)
+        yield stub
 
 
 @pytest.fixture

@@ -2,6 +2,10 @@
 
 Written from the vendor docs, not from worker/normalize, so a normalizer bug
 cannot hide behind itself.
+
+One rule is ours, not the vendors': Postgres text and jsonb cannot hold U+0000,
+so the worker archives every string (keys too) with that character deleted, and
+the oracle expects exactly that (`without_nul`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,17 @@ def truth(base_url: str, vendor: Vendor, external_id: str) -> dict[str, Any]:
     return response.json()
 
 
+def without_nul(value: Any) -> Any:
+    """`value` with U+0000 deleted from every string, dict keys included."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
 def _first_by(items: list[dict[str, Any]], key: Any) -> list[dict[str, Any]]:
     seen: set[Any] = set()
     out = []
@@ -73,6 +88,7 @@ def _exact(item: dict[str, Any], fields: tuple[str, ...] | None = None) -> str:
 
 
 def check_ask(session: Session, ask_id: str, body: dict[str, Any]) -> None:
+    body = without_nul(body)
     ask = session.get(Ask, ask_id)
     assert ask is not None, ask_id
     usage = body.get("usage") or {}
@@ -144,6 +160,7 @@ def check_ask(session: Session, ask_id: str, body: dict[str, Any]) -> None:
 def check_execution(session: Session, run_id: str, project_id: str, body: dict[str, Any]) -> None:
     from datetime import datetime
 
+    body = without_nul(body)
     run = session.get(JobExecution, run_id)
     assert run is not None, run_id
 

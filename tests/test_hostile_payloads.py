@@ -11,20 +11,16 @@ The good ids of the same batch are archived whatever their neighbours sent.
 from __future__ import annotations
 
 import json
-import threading
 import tracemalloc
 import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
 
-import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from models import (
     Ask,
@@ -40,7 +36,11 @@ from models import (
     Vendor,
 )
 from tests.expected import check_ask, check_execution
-from tests.helpers import cli
+from tests.fixtures.bodies import ask_body, dumps, run_body, run_id
+from tests.fixtures.bodies import provider as _provider
+from tests.helpers import archive_snapshot, cli
+from tests.vendor_stub import Reply, VendorStub
+from worker.analytics.reprocess import reprocess
 from worker.clients import Target
 from worker.config import get_settings
 from worker.db import session_scope
@@ -48,9 +48,6 @@ from worker.registry import label_arguments, register
 from worker.resources import get_resources
 
 PROJECT = "proj-hostile-0001"
-ML_BASE = "/api/v1/job-executions/"
-MA_BASE = "/v1/ask/"
-CHUNK = 64 * 1024
 # Every string a careless pipeline mangles: emoji (astral, ZWJ sequences), quotes,
 # backslashes (including the six characters `\u0000`, which are not a NUL), RTL
 # text and bidi overrides, invisible characters, C0 controls other than NUL,
@@ -63,255 +60,6 @@ NASTY = (
     " e\u0301 \U0001d518\U0001d52b\U0001d526 数据库 東京クラウド Самолёт"
     " tab\tnewline\ncr\r </script> ${x} %s %n"
 )
-
-
-# --- the scripted vendor ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One scripted response. `pad_to` serves `body` and then `x` bytes up to that
-    size, generated as it is sent, so a 64 MiB body costs no memory here."""
-
-    body: bytes
-    status: int = 200
-    content_type: str = "application/json"
-    chunked: bool = False  # no Content-Length: the client cannot know the size up front
-    pad_to: int = 0
-    headers: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def size(self) -> int:
-        return max(len(self.body), self.pad_to)
-
-    def head(self, n: int) -> bytes:
-        """The first n bytes of the body this reply sends."""
-        return (self.body + b"x" * max(0, n - len(self.body)))[:n]
-
-    def chunks(self) -> Iterator[bytes]:
-        for start in range(0, len(self.body), CHUNK):
-            yield self.body[start : start + CHUNK]
-        left = self.pad_to - len(self.body)
-        filler = b"x" * CHUNK
-        while left > 0:
-            yield filler[: min(CHUNK, left)]
-            left -= CHUNK
-
-
-@dataclass
-class Served:
-    vendor: Vendor
-    external_id: str
-    headers: dict[str, str]
-    reply: Reply
-    sent: int = 0  # body bytes the socket accepted before the client went away
-
-
-@dataclass
-class VendorStub:
-    """Both vendors on one loopback port, answering from a script per id."""
-
-    base_url: str = ""
-    scripts: dict[tuple[Vendor, str], list[Reply]] = field(default_factory=dict)
-    served: list[Served] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def script(self, vendor: Vendor, external_id: str, *replies: Reply) -> None:
-        self.scripts[(vendor, external_id)] = list(replies)
-
-    def take(self, vendor: Vendor, external_id: str, headers: dict[str, str]) -> Served | None:
-        with self.lock:
-            replies = self.scripts.get((vendor, external_id))
-            if not replies:
-                return None
-            n = sum(1 for s in self.served if (s.vendor, s.external_id) == (vendor, external_id))
-            reply = replies[min(n, len(replies) - 1)]
-            record = Served(vendor, external_id, headers, reply)
-            self.served.append(record)
-            return record
-
-    def requests(self, vendor: Vendor, external_id: str) -> list[Served]:
-        with self.lock:
-            return [s for s in self.served if (s.vendor, s.external_id) == (vendor, external_id)]
-
-
-def _handler(stub: VendorStub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # the test reads `stub.served`, not an access log
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            vendor: Vendor | None = None
-            raw_id = ""
-            if path.startswith(MA_BASE):
-                vendor, raw_id = Vendor.MENTIONSAPI, path[len(MA_BASE) :]
-            elif path.startswith(ML_BASE):
-                vendor, raw_id = Vendor.MENTIONLAB, path[len(ML_BASE) :]
-            # Decoded here, so an id the worker encodes wrongly finds no script.
-            record = vendor and self._take(vendor, unquote(raw_id, errors="strict"))
-            if not record:
-                self._plain(404, b'{"error": {"code": "not_found", "message": "no script"}}')
-                return
-            self._send(record)
-
-        def _take(self, vendor: Vendor, external_id: str) -> Served | None:
-            return stub.take(vendor, external_id, {k.lower(): v for k, v in self.headers.items()})
-
-        def _plain(self, status: int, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _send(self, record: Served) -> None:
-            reply = record.reply
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            for name, value in reply.headers:
-                self.send_header(name, value)
-            if reply.chunked:
-                self.send_header("Transfer-Encoding", "chunked")
-            else:
-                self.send_header("Content-Length", str(reply.size))
-            self.end_headers()
-            try:
-                for chunk in reply.chunks():
-                    if reply.chunked:
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    else:
-                        self.wfile.write(chunk)
-                    record.sent += len(chunk)
-                if reply.chunked:
-                    self.wfile.write(b"0\r\n\r\n")
-            except OSError:
-                # The client stopped reading and closed: exactly what a capped read does.
-                self.close_connection = True
-
-    return Handler
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hangs up mid-body is the point of some tests, not an error
-
-
-@pytest.fixture
-def stub(configure: Callable[..., None]) -> Iterator[VendorStub]:
-    stub = VendorStub()
-    server = _QuietServer(("127.0.0.1", 0), _handler(stub))
-    thread = threading.Thread(target=server.serve_forever, name="vendor-stub", daemon=True)
-    thread.start()
-    stub.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    configure(MENTIONSAPI_BASE_URL=stub.base_url, MENTIONLAB_BASE_URL=stub.base_url)
-    yield stub
-    server.shutdown()
-    server.server_close()
-
-
-# --- bodies -------------------------------------------------------------------
-
-
-def dumps(doc: Any, *, ascii_only: bool = False) -> bytes:
-    return json.dumps(doc, ensure_ascii=ascii_only).encode()
-
-
-def ask_body(ask_id: str, **changes: Any) -> dict[str, Any]:
-    """A complete succeeded MentionsAPI answer, shaped like the docs' example."""
-    body: dict[str, Any] = {
-        "request_id": f"req_{ask_id}",
-        "id": ask_id,
-        "status": "succeeded",
-        "cached": False,
-        "cache_tier": "miss",
-        "providers": [
-            {
-                "provider": "openai",
-                "model": "gpt-4o-2024-11-20",
-                "content": "Supabase has emerged as a developer favorite…",
-                "latency_ms": 1240,
-                "tokens": {"input": 64, "output": 312},
-                "citations": [
-                    {
-                        "url": "https://supabase.com/pricing",
-                        "domain": "supabase.com",
-                        "title": "Pricing | Supabase",
-                    }
-                ],
-            }
-        ],
-        "brand_mentions": [
-            {
-                "brand": "Supabase",
-                "provider": "openai",
-                "rank": 0,
-                "sentiment": "positive",
-                "context": "Supabase has emerged…",
-            }
-        ],
-        "citations": [
-            {"url": "https://supabase.com/pricing", "domain": "supabase.com", "title": "Pricing"}
-        ],
-        "usage": {
-            "billable_units": 1,
-            "latency_ms": 1240,
-            "cost_cents": 4,
-            "cost_breakdown": {"our_price_cents": 4, "by_provider": []},
-        },
-    }
-    body.update(changes)
-    return body
-
-
-def run_id(n: int) -> str:
-    return f"00000000-0000-4000-8000-{n:012d}"
-
-
-def run_body(job_execution_id: str, **changes: Any) -> dict[str, Any]:
-    """A complete successful MentionLab run, shaped like the docs' example."""
-    body: dict[str, Any] = {
-        "jobExecutionId": job_execution_id,
-        "aiResponseId": "a8d2e4f0-1b3c-4d5e-9f8a-7c6b5a4d3e2f",
-        "jobId": "d9c8b7a6-5f4e-4d3c-9b2a-1e0f9d8c7b6a",
-        "initiatedAt": "2026-06-08T10:15:30.000Z",
-        "createdAt": "2026-06-08T10:15:31.000Z",
-        "model": "gpt-4o",
-        "status": "success",
-        "executionNumber": 1,
-        "hasSources": True,
-        "hasShopping": False,
-        "sources": [{"domain": "reddit.com", "url": "https://reddit.com/r/crm/"}],
-        "entities": [
-            {
-                "displayKey": "550e8400-e29b-41d4-a716-446655440000",
-                "displayName": "Acme Corp",
-                "isPrimary": True,
-                "sentimentScore": 72.3,
-            }
-        ],
-        "queryId": "c2b4d6e8-0a1f-4c3d-8e7b-6a5f4d3c2b1a",
-        "country": "US",
-        "language": "en",
-    }
-    body.update(changes)
-    return body
-
-
-def _provider(name: str, content: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "provider": name,
-        "model": f"{name}-model",
-        "content": content,
-        "latency_ms": 100,
-        "tokens": {"input": 1, "output": 2},
-        "citations": [],
-        **extra,
-    }
 
 
 # --- the database side ----------------------------------------------------------
@@ -399,7 +147,6 @@ def _bad_asks() -> list[Bad]:
     good = ask_body("ask_x")
     usage_str = {**good["usage"], "latency_ms": "1240"}
     mention = good["brand_mentions"][0]
-    nul_provider = _provider("openai", "before\u0000after")
     return [
         Bad(
             Vendor.MENTIONSAPI,
@@ -443,8 +190,6 @@ def _bad_asks() -> list[Bad]:
         wrong("ask_status_num", "wrong type at status", status=1),
         wrong("ask_status_unknown", "wrong type at status", status="done"),
         wrong("ask_other_id", "not the requested 'ask_other_id'", id="ask_someone_else"),
-        wrong("ask_nul_content", "U+0000", providers=[nul_provider]),
-        wrong("ask_nul_key", "U+0000", x_meta={"k\u0000ey": 1}),
     ]
 
 
@@ -475,7 +220,8 @@ def _bad_runs() -> list[Bad]:
         wrong(111, "jobExecutionId is not a UUID", jobExecutionId="run-111"),
         wrong(112, "outside 0..100", entities=[{**entity, "sentimentScore": 150}]),
         wrong(113, "createdAt is not an ISO 8601 timestamp", createdAt="yesterday"),
-        wrong(114, "U+0000", entities=[{**entity, "displayName": "Acme\u0000Corp"}]),
+        wrong(114, "initiatedAt is out of range", initiatedAt="0001-01-01T00:00:00+01:00"),
+        wrong(115, "createdAt is out of range", createdAt="9999-12-31T23:59:59Z"),
     ]
 
 
@@ -1055,3 +801,136 @@ def test_a_compressed_body_is_capped_before_it_is_inflated(
     assert raw.truncated and raw.body == b"z" * cap
     # Reading a capped body needs the cap plus a read buffer, not a thousand times that.
     assert peak < 8 * 1024 * 1024, f"{peak / 2**20:.0f} MiB allocated to read {cap} bytes"
+
+
+def _without_nul(value: Any) -> Any:
+    """The document as archived: U+0000 removed from every string (written apart
+    from the worker's byte-level rule, as an oracle)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def test_answers_with_nul_are_archived_without_it_and_kept_exactly(stub: VendorStub) -> None:
+    ask = ask_body(
+        "ask_nul",
+        providers=[_provider("openai", "before\u0000after")],
+        x_meta={"k\u0000ey": "\\u0000 is six characters"},
+    )
+    run = run_body(
+        run_id(120),
+        entities=[{**run_body(run_id(0))["entities"][0], "displayName": "Acme\u0000Corp"}],
+    )
+    ask_served, run_served = dumps(ask), dumps(run)
+    stub.script(Vendor.MENTIONSAPI, "ask_nul", Reply(ask_served))
+    stub.script(Vendor.MENTIONLAB, run_id(120), Reply(run_served))
+    track(asks=["ask_nul"], runs=[run_id(120)])
+    sync()
+
+    with session_scope() as session:
+        check_ask(session, "ask_nul", _without_nul(ask))
+        check_execution(session, run_id(120), PROJECT, _without_nul(run))
+        stored_ask = session.get(Ask, "ask_nul")
+        stored_run = session.get(JobExecution, run_id(120))
+        assert stored_ask is not None and stored_run is not None
+        # The exact bytes stay, so `reprocess` can rebuild from what was served.
+        assert stored_ask.raw_body == ask_served
+        assert stored_run.raw_body == run_served
+    assert tracked(Vendor.MENTIONSAPI, "ask_nul").state is TrackedState.ARCHIVED
+    assert quarantined(Vendor.MENTIONSAPI, "ask_nul") == []
+
+    # `reprocess` rebuilds the same rows from the exact bytes, and keeps them.
+    before = archive_snapshot()
+    result = reprocess([Vendor.MENTIONSAPI, Vendor.MENTIONLAB])
+    assert result.failures == [] and result.answers == 2
+    assert archive_snapshot() == before
+    with session_scope() as session:
+        assert session.scalar(select(Ask.raw_body).where(Ask.ask_id == "ask_nul")) == ask_served
+
+
+def test_an_ordinary_answer_keeps_no_second_copy(stub: VendorStub) -> None:
+    _archive_with_neighbours(stub, "ask_plain", Reply(dumps(ask_body("ask_plain"))))
+    with session_scope() as session:
+        stored = session.get(Ask, "ask_plain")
+        assert stored is not None and stored.raw_body is None
+
+
+def test_deeply_nested_unknown_fields_are_archived(stub: VendorStub) -> None:
+    deep: Any = [1]
+    for _ in range(900):  # past orjson's and json's encoders, within its decoder
+        deep = [deep]
+    body = ask_body("ask_deep", x_deep=deep)
+    _archive_with_neighbours(stub, "ask_deep", Reply(dumps_deep(body)))
+
+    assert tracked(Vendor.MENTIONSAPI, "ask_deep").state is TrackedState.ARCHIVED
+    with session_scope() as session:
+        depth = session.scalar(
+            text("SELECT jsonb_typeof(raw_payload #> :path) FROM asks WHERE ask_id = 'ask_deep'"),
+            {"path": ["x_deep"] + ["0"] * 900},
+        )
+        assert depth == "array"
+    before = archive_snapshot()
+    result = reprocess([Vendor.MENTIONSAPI])
+    assert result.failures == []
+    assert archive_snapshot() == before
+
+
+def dumps_deep(doc: dict[str, Any]) -> bytes:
+    """JSON for documents nested deeper than the encoders' recursion limits."""
+    deep = doc.pop("x_deep")
+    depth = 0
+    while isinstance(deep, list) and len(deep) == 1 and isinstance(deep[0], list):
+        deep, depth = deep[0], depth + 1
+    inner = b"[" * (depth + 1) + b",".join(str(x).encode() for x in deep) + b"]" * (depth + 1)
+    return dumps(doc)[:-1] + b', "x_deep": ' + inner + b"}"
+
+
+def test_an_echoed_api_key_is_stored_nowhere(stub: VendorStub) -> None:
+    key = get_settings().mentionsapi_api_key
+    assert key is not None
+    secret = key.get_secret_value()
+    body = ask_body(
+        "ask_echo",
+        providers=[_provider("openai", f"your key is {secret}")],
+        x_debug={"authorization": f"Bearer {secret}"},
+    )
+    _archive_with_neighbours(stub, "ask_echo", Reply(dumps(body)))
+
+    assert tracked(Vendor.MENTIONSAPI, "ask_echo").state is TrackedState.ARCHIVED
+    with session_scope() as session:
+        for table in ("asks", "ask_provider_responses", "tracked_ids", "quarantined_payloads"):
+            dump = session.scalar(text(f"SELECT string_agg(t::text, '') FROM {table} t"))  # noqa: S608
+            assert secret not in (dump or ""), table
+        content = session.scalar(
+            text("SELECT content FROM ask_provider_responses WHERE ask_id = 'ask_echo'")
+        )
+        assert content == "your key is [REDACTED]"
+
+
+def test_stacked_content_encodings_are_refused_not_inflated(stub: VendorStub) -> None:
+    twice = _gzip(_gzip(b"z" * (300 * 1024 * 1024)))  # a few hundred bytes on the wire
+    stub.script(
+        Vendor.MENTIONSAPI,
+        "ask_gzip2",
+        Reply(twice, headers=(("Content-Encoding", "gzip, gzip"),)),
+    )
+    client = get_resources().clients[Vendor.MENTIONSAPI]
+    tracemalloc.start()
+    try:
+        raw = client.get(Target(Vendor.MENTIONSAPI, "ask_gzip2"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert raw.refused is not None and "gzip, gzip" in raw.refused
+    assert peak < 8 * 1024 * 1024, f"{peak / 2**20:.0f} MiB allocated"
+
+    _archive_with_neighbours(
+        stub, "ask_gzip2", Reply(twice, headers=(("Content-Encoding", "gzip, gzip"),))
+    )
+    row = tracked(Vendor.MENTIONSAPI, "ask_gzip2")
+    assert row.state is TrackedState.INVALID_PAYLOAD
+    assert row.last_error is not None and "unsupported Content-Encoding" in row.last_error

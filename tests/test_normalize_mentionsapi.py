@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from worker.normalize import PayloadError, parse_json
+from worker.normalize.common import parse_document
 from worker.normalize.mentionsapi import normalize_ask
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -204,12 +205,33 @@ def test_pending_status_is_not_archivable() -> None:
     [
         (b'{"id": "a1", "status": "succ', "malformed JSON"),
         (b"[1, 2]", "expected a JSON object"),
-        (b'{"id": "a\\u0000"}', "U\\+0000"),
+        (b'{"a": ' + b"[" * 2000 + b"]" * 2000 + b"}", "malformed JSON"),
+        (b'{"a": ' + b"[" * 1000 + b"1" * 30 + b"]" * 1000 + b"}", "nested too deeply"),
     ],
 )
-def test_parse_json_rejects_bodies_postgres_cannot_hold(body: bytes, message: str) -> None:
+def test_parse_json_rejects_bodies_that_cannot_be_read(body: bytes, message: str) -> None:
     with pytest.raises(PayloadError, match=message):
         parse_json(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "text", "payload"),
+    [
+        # U+0000 escapes are removed, in values and keys alike.
+        (b'{"id": "a\\u0000b"}', '{"id": "ab"}', {"id": "ab"}),
+        (b'{"k\\u0000ey": "\\u0000"}', '{"key": ""}', {"key": ""}),
+        # An escaped backslash before "u0000" is text, not a NUL; an odd run is both.
+        (b'{"a": "\\\\u0000"}', None, {"a": "\\u0000"}),
+        (b'{"a": "\\\\\\u0000x"}', '{"a": "\\\\x"}', {"a": "\\x"}),
+    ],
+)
+def test_parse_document_removes_nul_and_keeps_the_rest(
+    body: bytes, text: str | None, payload: dict[str, str]
+) -> None:
+    document = parse_document(body)
+    assert document.payload == payload
+    assert document.text == (text if text is not None else body.decode())
+    assert document.altered is (text is not None)
 
 
 def test_parse_json_accepts_escaped_backslash_u0000_text() -> None:

@@ -93,8 +93,23 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Bodies larger than this are quarantined."
     )
+    # Timeouts are per read: a vendor dripping a byte at a time would hold a
+    # request for ever without an overall deadline.
+    http_request_deadline: float = Field(
+        60.0, gt=0, description="Longest one request may take, headers and body included."
+    )
+    max_retry_after_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Retry-After and rate-limit reset headers are clamped to this many seconds.",
+    )
 
     retention_days: int = Field(30, ge=1)
+    loss_grace_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="An id still being polled this long after its deadline is recorded lost.",
+    )
     at_risk_hours: float = Field(48.0, gt=0)
 
     log_level: str = "INFO"
@@ -129,6 +144,17 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="At most one alert of each kind this often."
     )
     alert_check_seconds: float = Field(60.0, gt=0, description="How often beat checks for alerts.")
+
+    # The scheduler's own health (worker/heartbeat.py): a beat that died or hung
+    # must be noticed by something other than itself.
+    scheduler_heartbeat_seconds: float = Field(
+        5.0, gt=0, description="How often beat records in the database that it is ticking."
+    )
+    scheduler_stall_seconds: float = Field(
+        45.0,
+        gt=0,
+        description="No dispatch sweep (or, for one beat, no tick) for this long is a stall.",
+    )
 
     @property
     def retention(self) -> timedelta:

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import get_settings
+from worker.normalize.common import RawJSON
 
 _engine: Engine | None = None
 _engine_pid: int | None = None
@@ -22,7 +23,10 @@ _sessionmaker: sessionmaker[Session] | None = None
 def dumps_json(value: Any) -> str:
     """JSON for JSON/JSONB columns: orjson, several times faster than the standard
     library on large payloads; the standard library for what orjson refuses
-    (integers wider than 64 bits, which raw payloads must keep exact)."""
+    (integers wider than 64 bits, which raw payloads must keep exact). A RawJSON
+    document is stored as it is."""
+    if isinstance(value, RawJSON):
+        return value  # the vendor's own text, already valid JSON
     try:
         return orjson.dumps(value).decode()
     except TypeError:

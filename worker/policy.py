@@ -67,6 +67,10 @@ POLICIES: dict[Vendor, dict[int | str, Rule]] = {
     },
     Vendor.MENTIONLAB: {
         **_COMMON,
+        # MentionLab checks the project (x-project-id) per request: a 403 says this
+        # project is refused (mistyped, revoked), not the key, so it stays with
+        # that project's ids. A refused key answers 401.
+        403: Rule(Action.RETRY, "project refused: its ids back off, then `error`; others go on"),
         # Not documented for MentionLab; if it comes, it means the same.
         410: Rule(Action.EXPIRE, "past retention: recorded as lost"),
     },
@@ -93,6 +97,8 @@ class Outcome:
     remote_created_at: datetime | None = None
     body: bytes | None = None  # for QUARANTINE
     body_truncated: bool = False
+    # False when the request was never sent (its batch stopped after a refusal).
+    sent: bool = True
 
 
 @dataclass(frozen=True, slots=True)

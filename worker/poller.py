@@ -13,11 +13,11 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, func, select, text, update
+from sqlalchemy import and_, bindparam, func, literal, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,7 @@ from models import (
     ACTIVE_STATES,
     QuarantinedPayload,
     TrackedId,
+    TrackedState,
     Vendor,
     VendorAccount,
     utcnow,
@@ -93,6 +94,15 @@ def current_account(session: Session, vendor: Vendor, settings: Settings) -> Ven
     return session.get(VendorAccount, (vendor, settings.key_fingerprint(vendor)))
 
 
+RATE_LIMITED = "rate limited"
+
+
+def passes_by_itself(reason: str) -> bool:
+    """Whether a reason of account_gate ends on its own (a 429's pause) rather
+    than waiting for someone to fix a key."""
+    return reason.startswith(RATE_LIMITED)
+
+
 def account_gate(
     session: Session,
     vendor: Vendor,
@@ -107,7 +117,7 @@ def account_gate(
     if account is None:
         return None
     if account.paused_until is not None and account.paused_until > now:
-        return f"rate limited by {vendor} until {account.paused_until:%H:%M:%S} UTC"
+        return f"{RATE_LIMITED} by {vendor} until {account.paused_until:%H:%M:%S} UTC"
     if account.auth_failed_at is not None and (
         account.auth_recheck_at is None or account.auth_recheck_at > now
     ):
@@ -116,6 +126,16 @@ def account_gate(
             f"{account.auth_error}; polling is paused until the key is fixed"
         )
     return None
+
+
+def db_now(session: Session) -> datetime:
+    """The database's clock: every host's claims and leases agree on it, however
+    far their own clocks drift. (SQLite lives on one host: its clock is ours.)"""
+    if session.connection().dialect.name == "postgresql":
+        value = session.scalar(select(func.now()))
+        assert value is not None
+        return value.astimezone(UTC)
+    return utcnow()
 
 
 def in_flight(session: Session, vendor: Vendor, now: datetime) -> int:
@@ -129,18 +149,34 @@ def in_flight(session: Session, vendor: Vendor, now: datetime) -> int:
 
 
 def claim_due(
-    session: Session, vendor: Vendor, limit: int, *, now: datetime, settings: Settings
+    session: Session,
+    vendor: Vendor,
+    limit: int,
+    *,
+    now: datetime | None = None,
+    settings: Settings,
+    stalest_first: bool = False,
 ) -> Claim | None:
     """Lease up to `limit` due ids of one vendor, earliest deadline first.
 
     `FOR UPDATE SKIP LOCKED` lets any number of schedulers claim at once without
     taking the same id twice (SQLite serializes writers instead). The lease is
     next_poll_at itself: if the batch dies, the id is simply due again later.
+    `now` is the database's clock unless a caller (a test) sets it.
+    `stalest_first` takes the least recently polled ids instead: a refused key's
+    re-check then tries a different id each time, not the same bad one.
     """
     if limit <= 0:
         return None
+    if now is None:
+        now = db_now(session)
     token = uuid.uuid4().hex
     table = TrackedId.__table__
+    order = (
+        (table.c.last_polled_at.asc().nulls_first(), table.c.id)
+        if stalest_first
+        else (table.c.deadline_at,)
+    )
     due = (
         select(table.c.id)
         .where(
@@ -148,7 +184,7 @@ def claim_due(
             table.c.next_poll_at <= now,
             table.c.vendor == vendor,
         )
-        .order_by(table.c.deadline_at)
+        .order_by(*order)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -181,11 +217,19 @@ def lease_capacity(settings: Settings, vendor: Vendor) -> int:
 
 
 def claim_batches(
-    session: Session, settings: Settings, *, now: datetime, max_ids: int | None = None
+    session: Session,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    max_ids: int | None = None,
 ) -> tuple[list[Claim], dict[Vendor, str]]:
-    """Claim what may be dispatched now, in batches; also say which vendors wait, and why."""
+    """Claim what may be dispatched now, in batches; also say which vendors wait, and why.
+
+    `now` is the database's clock unless a caller (a test) sets it."""
     claims: list[Claim] = []
     waiting: dict[Vendor, str] = {}
+    if now is None:
+        now = db_now(session)
     if session.connection().dialect.name == "postgresql":
         # A lease lost with an unflushed commit (a Postgres crash right after it)
         # only makes its ids due again, so the claim need not wait for the WAL flush.
@@ -199,33 +243,94 @@ def claim_batches(
         room = lease_capacity(settings, vendor) - in_flight(session, vendor, now)
         if max_ids is not None:
             room = min(room, max_ids)
-        if account is not None and account.auth_failed_at is not None:
+        recheck = account is not None and account.auth_failed_at is not None
+        if recheck:
             room = min(room, 1)  # re-check a refused key with a single request
         # One claim statement per vendor and tick, split into batches afterwards:
         # every statement walks the due index from its start, so claiming batch by
         # batch would cost (room / batch size) walks. The batches share the lease
         # token; each is still loaded, written and released by its own ids.
-        claim = claim_due(session, vendor, room, now=now, settings=settings)
+        claim = claim_due(session, vendor, room, now=now, settings=settings, stalest_first=recheck)
         if claim is not None:
             claims.extend(claim.split(settings.batch_size))
     return claims, waiting
 
 
+# --- Losses -----------------------------------------------------------------
+
+# Not archived, and no poll is going to archive them any more once the vendor
+# has deleted the answer. Active ids get a grace period past their deadline (a
+# poll may still be on its way, and the vendor's clock is not ours); the others
+# are lost at the deadline.
+_LOSABLE_STATES = (
+    TrackedState.TRACKED,
+    TrackedState.POLLING,
+    TrackedState.ERROR,
+    TrackedState.INVALID_PAYLOAD,
+)
+
+
+def record_losses(session: Session, settings: Settings, *, now: datetime | None = None) -> int:
+    """Record as `expired` (lost) every id whose deadline passed before its
+    answer was archived, whatever state it was left in; returns how many."""
+    now = now or db_now(session)
+    grace = now - timedelta(seconds=settings.loss_grace_seconds)
+    lost = 0
+    for state in _LOSABLE_STATES:
+        cutoff = grace if state in ACTIVE_STATES else now
+        result = session.execute(
+            update(TrackedId)
+            .where(
+                TrackedId.state == state,
+                TrackedId.deadline_at < cutoff,
+                # Named, so the active ids are found through ix_tracked_ids_due.
+                TrackedId.vendor.in_(tuple(Vendor)),
+                # A batch still holding the id decides for itself.
+                or_(TrackedId.lease_token.is_(None), TrackedId.next_poll_at <= now),
+            )
+            .values(
+                state=TrackedState.EXPIRED,
+                final_at=now,
+                next_poll_at=now,
+                lease_token=None,
+                last_error=func.substr(
+                    literal(f"lost: the deadline passed while {state.value}")
+                    + func.coalesce(literal(": ") + TrackedId.last_error, literal("")),
+                    1,
+                    2000,
+                ),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        lost += result.rowcount or 0
+    if lost:
+        log.warning(
+            "%d ids passed their deadline unarchived and are recorded as lost (expired)",
+            lost,
+            extra={"count": lost},
+        )
+    return lost
+
+
 # --- Processing -------------------------------------------------------------
 
 
-def load_claim(session: Session, claim: Claim) -> tuple[list[TrackedView], datetime | None]:
+def load_claim(
+    session: Session, claim: Claim
+) -> tuple[list[TrackedView], datetime | None, datetime]:
     """The claimed ids this batch still owns (a redelivered task may own none),
-    and when the earliest of their leases expires."""
+    when the earliest of their leases expires, and the database's time now."""
+    now = db_now(session)
     rows = session.execute(
         select(*_VIEW_COLUMNS, TrackedId.next_poll_at).where(
             TrackedId.id.in_(claim.ids),
             TrackedId.lease_token == claim.token,
             TrackedId.state.in_(ACTIVE_STATES),
+            TrackedId.next_poll_at > now,
         )
     ).all()
     lease_expires = min((row[-1] for row in rows), default=None)
-    return [TrackedView(*row[:-1]) for row in rows], lease_expires
+    return [TrackedView(*row[:-1]) for row in rows], lease_expires, now
 
 
 def process_claim(claim: Claim) -> BatchReport:
@@ -236,8 +341,8 @@ def process_claim(claim: Claim) -> BatchReport:
     report = BatchReport(claim.vendor, len(claim.ids))
 
     with session_scope() as session:
-        views, lease_expires = load_claim(session, claim)
-        gate = account_gate(session, claim.vendor, settings, utcnow())
+        views, lease_expires, now = load_claim(session, claim)
+        gate = account_gate(session, claim.vendor, settings, now)
     if not views:
         report.skipped_reason = "lease lost or ids already final"
         return _finish(report, started)
@@ -250,27 +355,42 @@ def process_claim(claim: Claim) -> BatchReport:
     # Stop waiting for rate-budget slots while a quarter of the lease is left for
     # the requests in flight and the write: past the lease, another sweep would
     # claim (and fetch) the same ids again. A batch that sat in the queue has less.
-    seconds_left = (lease_expires - utcnow()).total_seconds() - settings.lease_seconds * 0.25
+    # Both times are the database's, so a host's own clock does not matter.
+    seconds_left = (lease_expires - now).total_seconds() - settings.lease_seconds * 0.25
     outcomes = fetch_all(claim.vendor, views, send_within=seconds_left)
-    now = utcnow()
+    report.rows_written = write_outcomes(claim, views, outcomes, settings)
+    report.processed = len(views)
+    report.actions.update(o.action.value for o in outcomes)
+    observe_polled_batch(views, outcomes, now=utcnow())
+    return _finish(report, started)
+
+
+def write_outcomes(
+    claim: Claim, views: Sequence[TrackedView], outcomes: Sequence[Outcome], settings: Settings
+) -> int:
+    """Store a fetched batch in one transaction; if that fails for anything but
+    an unreachable database, store each id on its own so one bad answer only
+    costs itself."""
     try:
-        report.rows_written = _write_surviving_outages(
-            lambda session: apply_outcomes(session, claim, views, outcomes, now=now), settings
+        return _write_surviving_outages(
+            lambda session: apply_outcomes(session, claim, views, outcomes), settings
         )
     except DBAPIError as exc:
         if is_disconnect(exc):
             raise  # still unreachable: the task retries; the lease keeps the ids safe
-        # One bad answer must not sink its batch: store each id on its own, and
-        # quarantine the one the database refuses.
-        log.warning(
-            "batch write failed, retrying one id at a time",
-            extra={"vendor": claim.vendor.value, "count": len(views), "error": _short(exc)},
+        error = _short(exc)
+    except Exception as exc:
+        log.exception(
+            "unexpected error writing a %s batch",
+            claim.vendor,
+            extra={"vendor": claim.vendor.value},
         )
-        report.rows_written = _apply_one_by_one(claim, views, outcomes, now)
-    report.processed = len(views)
-    report.actions.update(o.action.value for o in outcomes)
-    observe_polled_batch(views, outcomes, now=now)
-    return _finish(report, started)
+        error = f"{type(exc).__name__}: {_short(exc)}"
+    log.warning(
+        "batch write failed, retrying one id at a time",
+        extra={"vendor": claim.vendor.value, "count": len(views), "error": error},
+    )
+    return _apply_one_by_one(claim, views, outcomes, settings)
 
 
 def is_disconnect(exc: DBAPIError) -> bool:
@@ -303,7 +423,8 @@ def _write_surviving_outages(write: Callable[[Session], int], settings: Settings
 
 def fetch_all(vendor: Vendor, views: Sequence[TrackedView], *, send_within: float) -> list[Outcome]:
     """Fetch every id of a batch concurrently over the process's pooled client;
-    requests with no rate-budget slot within `send_within` seconds are not sent."""
+    requests with no rate-budget slot within `send_within` seconds are not sent.
+    Never raises: whatever goes wrong with one id becomes that id's outcome."""
     res = get_resources()
     client = res.clients[vendor]
     stop: list[Outcome] = []  # first outcome that makes further requests pointless
@@ -317,9 +438,21 @@ def fetch_all(vendor: Vendor, views: Sequence[TrackedView], *, send_within: floa
                 None,
                 reason=f"not sent: {blocked.reason}",
                 retry_after=blocked.retry_after,
+                sent=False,
             )
-        target = Target(view.vendor, view.external_id, view.project_id)
-        outcome = client.fetch(target, utcnow(), max_wait=deadline - time.monotonic())
+        try:
+            target = Target(view.vendor, view.external_id, view.project_id)
+            outcome = client.fetch(target, utcnow(), max_wait=deadline - time.monotonic())
+        except Exception as exc:
+            log.exception(
+                "unexpected error fetching %s %s",
+                view.vendor,
+                view.external_id,
+                extra={"vendor": view.vendor.value},
+            )
+            outcome = Outcome(
+                Action.RETRY, None, reason=f"internal error: {type(exc).__name__}: {_short(exc)}"
+            )
         if outcome.action is Action.PAUSE_ACCOUNT:
             stop.append(outcome)
         return outcome
@@ -327,18 +460,47 @@ def fetch_all(vendor: Vendor, views: Sequence[TrackedView], *, send_within: floa
     return list(res.pool.map(fetch, views))
 
 
+def lock_leased(
+    session: Session, token: str, ids: Sequence[int], *, live_at: datetime | None = None
+) -> set[int]:
+    """Which of `ids` are still leased to `token`, locked until the transaction
+    ends; with `live_at`, only leases that have not expired by then.
+
+    Every write of a batch goes through this fence: a batch whose lease expired
+    or was taken over (a newer claim, a webhook delivery) writes nothing.
+    """
+    if not ids:
+        return set()
+    stmt = select(TrackedId.id).where(TrackedId.id.in_(ids), TrackedId.lease_token == token)
+    if live_at is not None:
+        stmt = stmt.where(TrackedId.next_poll_at > live_at)
+    return set(session.scalars(stmt.with_for_update()))
+
+
 def apply_outcomes(
     session: Session,
     claim: Claim,
     views: Sequence[TrackedView],
     outcomes: Sequence[Outcome],
-    *,
-    now: datetime,
 ) -> int:
-    """Write answers, quarantined bodies, tracking state and account state."""
+    """Write answers, quarantined bodies, tracking state and account state, for
+    the ids whose lease this batch still holds, on the database's clock."""
     settings = get_resources().settings
-    written = store_outcomes(session, claim.token, views, outcomes, now=now, settings=settings)
-    _update_account(session, claim.vendor, outcomes, now=now, settings=settings)
+    now = db_now(session)
+    owned = lock_leased(session, claim.token, [v.id for v in views], live_at=now)
+    pairs = [(v, o) for v, o in zip(views, outcomes, strict=True) if v.id in owned]
+    if len(pairs) < len(views):
+        log.warning(
+            "%d of %d %s ids were no longer leased to this batch; their answers are not written",
+            len(views) - len(pairs),
+            len(views),
+            claim.vendor,
+            extra={"vendor": claim.vendor.value, "count": len(views) - len(pairs)},
+        )
+    if not pairs:
+        return 0
+    written = _store(session, claim.token, pairs, now=now, settings=settings)
+    _update_account(session, claim.vendor, [o for _, o in pairs], now=now, settings=settings)
     return written
 
 
@@ -352,8 +514,41 @@ def store_outcomes(
     settings: Settings,
 ) -> int:
     """Write answers, quarantined bodies and the tracked ids' new state, for ids
-    still leased to `token`. Shared by polling and the webhook intake."""
-    answers = [o.answer for o in outcomes if o.action is Action.ARCHIVE and o.answer]
+    still leased to `token` (locked first). Used by the webhook intake, which
+    takes its id over in the same transaction."""
+    owned = lock_leased(session, token, [v.id for v in views])
+    pairs = [(v, o) for v, o in zip(views, outcomes, strict=True) if v.id in owned]
+    return _store(session, token, pairs, now=now, settings=settings)
+
+
+def _store(
+    session: Session,
+    token: str,
+    pairs: Sequence[tuple[TrackedView, Outcome]],
+    *,
+    now: datetime,
+    settings: Settings,
+) -> int:
+    planned: list[tuple[TrackedView, Outcome, dict[str, Any]]] = []
+    for view, outcome in pairs:
+        try:
+            values = plan(view, outcome, now=now, settings=settings, rng=_rng)
+        except Exception as exc:  # a value no rule foresaw: this id retries, the rest go on
+            log.exception(
+                "cannot plan the next poll of %s %s",
+                view.vendor,
+                view.external_id,
+                extra={"vendor": view.vendor.value},
+            )
+            outcome = Outcome(
+                Action.RETRY,
+                outcome.http_status,
+                reason=f"internal error: {type(exc).__name__}: {_short(exc)}",
+            )
+            values = plan(view, outcome, now=now, settings=settings, rng=_rng)
+        planned.append((view, outcome, values))
+
+    answers = [o.answer for _, o, _ in planned if o.action is Action.ARCHIVE and o.answer]
     written = upsert_answers(session, sorted(answers, key=lambda a: a.key_value))
 
     quarantined = [
@@ -367,15 +562,14 @@ def store_outcomes(
             "body_truncated": o.body_truncated,
             "received_at": now,
         }
-        for v, o in zip(views, outcomes, strict=True)
+        for v, o, _ in planned
         if o.action is Action.QUARANTINE
     ]
     if quarantined:
         session.execute(QuarantinedPayload.__table__.insert(), quarantined)
 
     updates: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for view, outcome in zip(views, outcomes, strict=True):
-        values = plan(view, outcome, now=now, settings=settings, rng=_rng)
+    for view, _, values in planned:
         values["b_id"] = view.id
         updates.setdefault(frozenset(values), []).append(values)
     table = TrackedId.__table__
@@ -398,9 +592,7 @@ def _update_account(
     settings: Settings,
 ) -> None:
     fingerprint = settings.key_fingerprint(vendor)
-    refused = next(
-        (o for o in outcomes if o.action is Action.PAUSE_ACCOUNT and o.http_status), None
-    )
+    refused = next((o for o in outcomes if o.action is Action.PAUSE_ACCOUNT and o.sent), None)
     # Only a vendor's 429 pauses claiming; a budget slot further away than the
     # batch could wait just reschedules its ids.
     throttled = [
@@ -408,7 +600,7 @@ def _update_account(
         for o in outcomes
         if o.action is Action.THROTTLE and o.http_status is not None
     ]
-    works = any(o.action in _KEY_WORKS for o in outcomes)
+    works = any(o.action in _KEY_WORKS and o.http_status is not None for o in outcomes)
     if not (refused or throttled or works):
         return
     account = session.get(VendorAccount, (vendor, fingerprint), with_for_update=True)
@@ -438,53 +630,100 @@ def _update_account(
         log.info("%s accepts the API key again; polling resumes", vendor)
         account.auth_failed_at = account.auth_error = account.auth_recheck_at = None
     if throttled:
-        until = now + timedelta(seconds=max(throttled))
+        # Clamped again here: a pause is only as long as MAX_RETRY_AFTER_SECONDS.
+        pause = min(max(throttled), settings.max_retry_after_seconds)
+        until = now + timedelta(seconds=pause)
         if account.paused_until is None or account.paused_until < until:
             account.paused_until = until
     account.updated_at = now
 
 
 def _apply_one_by_one(
-    claim: Claim, views: Sequence[TrackedView], outcomes: Sequence[Outcome], now: datetime
+    claim: Claim, views: Sequence[TrackedView], outcomes: Sequence[Outcome], settings: Settings
 ) -> int:
     written = 0
     for view, outcome in zip(views, outcomes, strict=True):
         try:
             with session_scope() as session:
-                written += apply_outcomes(session, claim, [view], [outcome], now=now)
+                written += apply_outcomes(session, claim, [view], [outcome])
+            continue
         except DBAPIError as exc:
             if is_disconnect(exc):
                 raise
             reason = f"invalid payload: the database refused the rows: {_short(exc)}"
-            log.error(
-                "quarantined %s %s: %s",
+        except Exception as exc:
+            log.exception(
+                "cannot store %s %s",
                 view.vendor,
                 view.external_id,
-                reason,
                 extra={"vendor": view.vendor.value},
             )
-            bad = Outcome(
-                Action.QUARANTINE,
-                outcome.http_status,
-                reason=reason,
-                body=_raw_json(outcome),
-            )
+            reason = f"invalid payload: cannot be stored: {type(exc).__name__}: {_short(exc)}"
+        log.error(
+            "quarantined %s %s: %s",
+            view.vendor,
+            view.external_id,
+            reason,
+            extra={"vendor": view.vendor.value},
+        )
+        bad = Outcome(
+            Action.QUARANTINE,
+            outcome.http_status,
+            reason=reason,
+            body=_raw_json(outcome),
+        )
+        try:
             with session_scope() as session:
-                apply_outcomes(session, claim, [view], [bad], now=now)
+                apply_outcomes(session, claim, [view], [bad])
+        except DBAPIError as exc:
+            if is_disconnect(exc):
+                raise
+            _give_back(claim, view, f"{reason}; quarantine failed too: {_short(exc)}", settings)
+        except Exception as exc:
+            _give_back(claim, view, f"{reason}; quarantine failed too: {_short(exc)}", settings)
     return written
+
+
+def _give_back(claim: Claim, view: TrackedView, reason: str, settings: Settings) -> None:
+    """Last resort when not even the quarantine row can be written: the id
+    counts an error and is polled again later, so it ends in `error` at worst."""
+    log.error(
+        "could not store %s %s at all: %s",
+        view.vendor,
+        view.external_id,
+        reason,
+        extra={"vendor": view.vendor.value},
+    )
+    with session_scope() as session:
+        now = db_now(session)
+        if not lock_leased(session, claim.token, [view.id], live_at=now):
+            return
+        _store(
+            session,
+            claim.token,
+            [(view, Outcome(Action.RETRY, None, reason=reason))],
+            now=now,
+            settings=settings,
+        )
 
 
 def _release(claim: Claim, views: Sequence[TrackedView], settings: Settings) -> None:
     """Hand a batch back unfetched: due again when its vendor may be polled."""
-    now = utcnow()
+    release_claim(Claim(claim.vendor, claim.token, [v.id for v in views]), settings)
+
+
+def release_claim(claim: Claim, settings: Settings, *, delay: float | None = None) -> None:
+    """Give the ids of a claim back, due again after `delay` seconds (default: a
+    tick, or when the vendor's pause ends): for a batch that cannot go on now."""
     with session_scope() as session:
+        now = db_now(session)
         account = current_account(session, claim.vendor, settings)
-        later = now + timedelta(seconds=settings.poll_tick_seconds)
+        later = now + timedelta(seconds=settings.poll_tick_seconds if delay is None else delay)
         if account is not None and account.paused_until and account.paused_until > later:
             later = account.paused_until
         session.execute(
             update(TrackedId)
-            .where(TrackedId.id.in_([v.id for v in views]), TrackedId.lease_token == claim.token)
+            .where(TrackedId.id.in_(claim.ids), TrackedId.lease_token == claim.token)
             .values(lease_token=None, next_poll_at=later)
             .execution_options(synchronize_session=False)
         )
@@ -494,7 +733,13 @@ def _raw_json(outcome: Outcome) -> bytes:
     if outcome.body is not None:
         return outcome.body
     if outcome.answer is not None:
-        return orjson.dumps(outcome.answer.row.get("raw_payload"), default=str)
+        raw = outcome.answer.row.get("raw_payload")
+        if isinstance(raw, str):
+            return raw.encode()
+        try:
+            return orjson.dumps(raw, default=str)
+        except TypeError:  # nested deeper than orjson writes
+            return b""
     return b""
 
 

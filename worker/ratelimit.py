@@ -26,6 +26,7 @@ at a time. Slots not used within SLOT_TTL_SECONDS are dropped, never sent late.
 from __future__ import annotations
 
 import collections
+import email.utils
 import logging
 import math
 import threading
@@ -89,20 +90,55 @@ def budget_from_headers(vendor: Vendor, headers: httpx.Headers) -> Budget | None
     return Budget(SAFE_DEFAULTS[vendor][0], limit)
 
 
-def pause_seconds(status: int | None, headers: httpx.Headers, now: float) -> float | None:
-    """How long a response says the key must rest: Retry-After, else X-RateLimit-Reset."""
+# A vendor's Retry-After or reset header is honoured up to this many seconds
+# (MAX_RETRY_AFTER_SECONDS): a typo or a hostile "1e12" must not park a key for ever.
+DEFAULT_MAX_PAUSE_SECONDS = 300.0
+
+
+def clamp_seconds(value: float, cap: float) -> float:
+    """A header's wait, made finite and put within [0, cap]."""
+    if math.isnan(value):
+        return 0.0
+    return min(max(0.0, value), cap)
+
+
+def retry_after_seconds(
+    headers: httpx.Headers, cap: float = DEFAULT_MAX_PAUSE_SECONDS
+) -> float | None:
+    """Retry-After in seconds (delta-seconds or an HTTP-date), clamped to `cap`."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return clamp_seconds(float(value), cap)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return clamp_seconds(when.timestamp() - time.time(), cap)
+
+
+def pause_seconds(
+    status: int | None,
+    headers: httpx.Headers,
+    now: float,
+    cap: float = DEFAULT_MAX_PAUSE_SECONDS,
+) -> float | None:
+    """How long a response says the key must rest: Retry-After, else
+    X-RateLimit-Reset (epoch seconds), each clamped to `cap`."""
     if status != 429:
         return None
-    retry_after = headers.get("retry-after")
+    retry_after = retry_after_seconds(headers, cap)
     if retry_after is not None:
-        try:
-            return max(0.0, float(retry_after))
-        except ValueError:
-            pass
+        return retry_after
     reset = headers.get("x-ratelimit-reset")
     if reset is not None:
         try:
-            return max(0.0, min(float(reset) - now, 3600.0))
+            return clamp_seconds(float(reset) - now, cap)
         except ValueError:
             pass
     return 1.0
@@ -193,8 +229,9 @@ _RESERVE = (
     _NOW
     + """
 local interval, burst, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now)
+local n, horizon = tonumber(ARGV[4]), tonumber(ARGV[5])
+-- A TAT beyond the horizon (written by a bug or an older version) is not honoured.
+local tat = math.min(math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now), now + horizon)
 local wait = tat - now - (burst - 1) * interval
 if wait > max_wait then return {'0', tostring(wait)} end
 local granted = math.min(n, math.floor((max_wait - wait) / interval) + 1)
@@ -216,8 +253,16 @@ return 1
 class SharedBucket:
     """The key's bucket in Redis; falls back to a local share while Redis is down."""
 
-    def __init__(self, client: redis.Redis, key: str, local_share: float, label: str = "") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        local_share: float,
+        label: str = "",
+        max_pause: float = DEFAULT_MAX_PAUSE_SECONDS,
+    ) -> None:
         self.client = client
+        self.max_pause = max_pause
         self.key = key
         self.label = label or key
         self.local_share = local_share
@@ -253,8 +298,9 @@ class SharedBucket:
         if self._redis_ok():
             interval = 1.0 / budget.effective_rate
             try:
+                horizon = self.max_pause + budget.burst * interval
                 granted, wait = self._reserve(
-                    keys=[self.key], args=[interval, budget.burst, max_wait, n]
+                    keys=[self.key], args=[interval, budget.burst, max_wait, n, horizon]
                 )
                 return int(granted), float(wait)
             except redis.RedisError as exc:
@@ -295,8 +341,10 @@ class KeyBudget:
         configured: Budget | None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        max_pause: float = DEFAULT_MAX_PAUSE_SECONDS,
     ) -> None:
         self.vendor = vendor
+        self.max_pause = max_pause
         self.bucket = bucket
         self.configured = configured
         self.learned: Budget | None = None
@@ -350,7 +398,7 @@ class KeyBudget:
                     extra={"vendor": self.vendor.value},
                 )
                 self.learned = learned
-        pause = pause_seconds(status, headers, time.time())
+        pause = pause_seconds(status, headers, time.time(), self.max_pause)
         if pause is not None:
             log.info(
                 "%s answered 429: every worker on this key waits %.1fs",
@@ -391,8 +439,15 @@ def build_limiter(settings: Settings, vendor: Vendor) -> RateLimiter:
         )
         key = f"mentionsync:ratelimit:{vendor.value}:{settings.key_fingerprint(vendor)}"
         label = f"{vendor.value} key {settings.key_fingerprint(vendor)}"
-        bucket = SharedBucket(client, key, settings.rate_limit_local_share, label)
-    return KeyBudget(vendor, bucket, configured_budget(settings, vendor))
+        bucket = SharedBucket(
+            client, key, settings.rate_limit_local_share, label, settings.max_retry_after_seconds
+        )
+    return KeyBudget(
+        vendor,
+        bucket,
+        configured_budget(settings, vendor),
+        max_pause=settings.max_retry_after_seconds,
+    )
 
 
 class _LocalOnly:

@@ -6,7 +6,7 @@ import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -15,11 +15,21 @@ from worker.config import Settings
 from worker.store import dialect_insert
 
 MAX_ID_LENGTH = 256  # the vendors' own limit (MentionsAPI answers 400 above it)
+# Creation times a caller may give (`--created-at`, `created_at` of /v1/track).
+# They set the retention deadline: one before the vendors existed or from the
+# future is a typo (or a unit mistake), and one near datetime's limits would
+# overflow the deadline arithmetic.
+EARLIEST_CREATED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_CREATED_AHEAD = timedelta(days=1)  # the caller's clock may run ahead of ours
 _FORBIDDEN = {"/": "'/'", "?": "'?'", "#": "'#'", "\\": "a backslash", "%": "'%'"}
 _CHUNK = 2000
 
 
 class InvalidId(ValueError):
+    pass
+
+
+class InvalidTimestamp(ValueError):
     pass
 
 
@@ -66,10 +76,45 @@ def validate_external_id(vendor: Vendor, value: str) -> str:
 
 
 def validate_project_id(value: str) -> str:
+    """A MentionLab project id: it travels in the `x-project-id` header, which
+    httpx encodes as ASCII, so anything else would only fail at the first poll."""
     try:
-        return validate_external_id(Vendor.MENTIONSAPI, value)
+        value = validate_external_id(Vendor.MENTIONSAPI, value)
     except InvalidId as exc:
         raise InvalidId(f"project id {exc}") from None
+    for ch in value:
+        if not "!" <= ch <= "~":
+            raise InvalidId(f"project id contains U+{ord(ch):04X}; only printable ASCII is allowed")
+    return value
+
+
+def validate_created_at(value: datetime, *, now: datetime | None = None) -> datetime:
+    """A caller's creation time in UTC, or InvalidTimestamp saying which range it misses.
+
+    A naive time is refused: the CLI makes it UTC before calling, the API asks
+    for an offset.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidTimestamp("give a timezone offset (e.g. Z)")
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset: outside datetime's range
+        raise InvalidTimestamp(f"{value.isoformat()} is out of range") from None
+    latest = (now or utcnow()) + MAX_CREATED_AHEAD
+    if value < EARLIEST_CREATED_AT:
+        raise InvalidTimestamp(
+            f"{value.isoformat()} is before {EARLIEST_CREATED_AT:%Y-%m-%d}, "
+            "the earliest creation time accepted"
+        )
+    if value > latest:
+        raise InvalidTimestamp(
+            f"{value.isoformat()} is more than {_hours(MAX_CREATED_AHEAD)} h in the future"
+        )
+    return value
+
+
+def _hours(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:g}"
 
 
 def read_lines(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
@@ -110,6 +155,12 @@ def register(
     Registering is idempotent: an id already tracked is left exactly as it is.
     """
     now = now or utcnow()
+    # The callers validated these already (to name the bad value their own way);
+    # checking again here keeps a new caller from storing an unusable one.
+    if created_at is not None:
+        created_at = validate_created_at(created_at, now=now)
+    if project_id:
+        project_id = validate_project_id(project_id)
     result = Registration()
     deadline = (created_at or now) + settings.retention
     grace_until = webhook_grace_until(now, deadline, settings) if expect_webhook else None

@@ -54,10 +54,17 @@ def upsert_answers(session: Session, answers: Iterable[Normalized]) -> int:
         key = parent.c[any_answer.key]
         parent_rows = [a.row for a in batch.values()]
 
+        # Only the columns the rows carry are replaced: `reprocess` rebuilds from
+        # raw_payload and leaves raw_body (the exact body, when kept) as it is.
+        given = set(parent_rows[0])
         stmt = dialect_insert(session, parent)
         stmt = stmt.on_conflict_do_update(
             index_elements=[key],
-            set_={c.name: stmt.excluded[c.name] for c in parent.columns if c.name != key.name},
+            set_={
+                c.name: stmt.excluded[c.name]
+                for c in parent.columns
+                if c.name != key.name and c.name in given
+            },
         )
         postgres = session.get_bind().dialect.name == "postgresql"
         if postgres:

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from models import Ask, JobExecution, Vendor
 from worker.db import session_scope
 from worker.normalize import Normalized, PayloadError
+from worker.normalize.common import parse_document
 from worker.normalize.mentionlab import normalize_execution
 from worker.normalize.mentionsapi import normalize_ask
 from worker.store import upsert_answers
@@ -60,23 +61,37 @@ def count_stored(session: Session, vendors: Iterable[Vendor], since: datetime | 
 
 
 def _normalize(vendor: Vendor, row: Any) -> Normalized:
+    # The stored JSON as text, read the way the worker reads a body: integers of
+    # any width and deep nesting come through, as they did the first time. The
+    # exact body, where one was kept (raw_payload had to differ from it), wins.
+    body = row.raw_body if row.raw_body is not None else row.raw_text.encode()
+    document = parse_document(body)
     if vendor is Vendor.MENTIONSAPI:
-        return normalize_ask(row.raw_payload, ask_id=row.ask_id, fetched_at=row.fetched_at)
-    return normalize_execution(
-        row.raw_payload,
-        job_execution_id=row.job_execution_id,
-        project_id=row.project_id,
-        fetched_at=row.fetched_at,
-    )
+        answer = normalize_ask(document.payload, ask_id=row.ask_id, fetched_at=row.fetched_at)
+    else:
+        answer = normalize_execution(
+            document.payload,
+            job_execution_id=row.job_execution_id,
+            project_id=row.project_id,
+            fetched_at=row.fetched_at,
+        )
+    answer.row["raw_payload"] = document.text
+    return answer
 
 
 def _columns(vendor: Vendor) -> tuple[Any, ...]:
     if vendor is Vendor.MENTIONSAPI:
-        return (Ask.ask_id, Ask.raw_payload, Ask.fetched_at)
+        return (
+            Ask.ask_id,
+            cast(Ask.raw_payload, Text).label("raw_text"),
+            Ask.raw_body,
+            Ask.fetched_at,
+        )
     return (
         JobExecution.job_execution_id,
         JobExecution.project_id,
-        JobExecution.raw_payload,
+        cast(JobExecution.raw_payload, Text).label("raw_text"),
+        JobExecution.raw_body,
         JobExecution.fetched_at,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import zlib
 from abc import ABC, abstractmethod
@@ -17,8 +18,22 @@ from worker.config import Settings
 from worker.logs import redact
 from worker.metrics import observe_pause, observe_response
 from worker.normalize import Normalized, PayloadError, parse_json
+from worker.normalize.common import parse_document
 from worker.policy import Action, Outcome, rule_for
-from worker.ratelimit import RateLimiter, pause_seconds
+from worker.ratelimit import RateLimiter, pause_seconds, retry_after_seconds
+
+log = logging.getLogger("mentionsync.clients")
+
+# One layer of these is inflated under the size cap; anything else is refused.
+_INFLATABLE = frozenset({"gzip", "x-gzip", "deflate"})
+
+
+class RequestDeadlineExceeded(httpx.TimeoutException):
+    """The whole request took longer than HTTP_REQUEST_DEADLINE."""
+
+
+class UnsupportedEncoding(httpx.DecodingError):
+    """A Content-Encoding we do not inflate (stacked layers, unknown codings)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +51,10 @@ class RawResponse:
     headers: httpx.Headers
     error: str | None
     elapsed: float
+    # No request could be built for this id (or key): sending again cannot help.
+    unsendable: bool = False
+    # Why the body was not decoded (an encoding we refuse), if it was not.
+    refused: str | None = None
 
 
 def path_segment(external_id: str) -> str:
@@ -64,11 +83,16 @@ def build_http_client(settings: Settings) -> httpx.Client:
         # Retries are ours, per id, with backoff (worker/policy.py).
         transport=httpx.HTTPTransport(retries=0, verify=True),
         follow_redirects=False,
-        headers={"User-Agent": "mentionsync/0.1 (+https://github.com/mentionsync)"},
+        # Only codings _read_capped inflates under its cap (httpx would offer br/zstd
+        # when their packages are installed).
+        headers={
+            "User-Agent": "mentionsync/0.1 (+https://github.com/mentionsync)",
+            "Accept-Encoding": "gzip, deflate",
+        },
     )
 
 
-def _inflate_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+def _inflate_capped(response: httpx.Response, cap: int, deadline: float) -> tuple[bytes, bool]:
     """Decode a gzip or deflate body up to cap + 1 bytes, however small it is on the wire.
 
     httpx inflates each network read whole, so a 64 KiB read can become 64 MiB in
@@ -78,6 +102,7 @@ def _inflate_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
     out = bytearray()
     try:
         for chunk in response.iter_raw():
+            _check_deadline(deadline)
             out += inflater.decompress(chunk, cap + 1 - len(out))
             if len(out) > cap:
                 return bytes(out[:cap]), True
@@ -89,14 +114,13 @@ def _inflate_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
     return bytes(out), False
 
 
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP-date; rare enough that our own backoff is fine
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _check_deadline(deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise RequestDeadlineExceeded("the response took longer than HTTP_REQUEST_DEADLINE")
 
 
 class VendorClient(ABC):
@@ -155,76 +179,154 @@ class VendorClient(ABC):
         return outcome
 
     def get(self, target: Target) -> RawResponse:
-        url = self.url(target)
         started = time.monotonic()
+        deadline = started + self.settings.http_request_deadline
         try:
-            with self.http.stream("GET", url, headers=self.headers(target)) as response:
-                body, truncated = self._read_capped(response)
-                raw = RawResponse(
-                    response.status_code,
-                    body,
-                    truncated,
-                    response.headers,
-                    None,
-                    time.monotonic() - started,
+            request = self.http.build_request("GET", self.url(target), headers=self.headers(target))
+        except Exception as exc:  # an id or key no request can carry
+            return RawResponse(
+                None, b"", False, httpx.Headers(), _describe(exc), 0.0, unsendable=True
+            )
+        refused: str | None = None
+        try:
+            response = self.http.send(request, stream=True)
+            try:
+                _check_deadline(deadline)
+                body, truncated, refused = self._read_capped(response, deadline)
+            finally:
+                response.close()
+            raw = RawResponse(
+                response.status_code,
+                body,
+                truncated,
+                response.headers,
+                None,
+                time.monotonic() - started,
+                refused=refused,
+            )
+        except Exception as exc:
+            if not isinstance(exc, httpx.HTTPError):
+                log.exception(
+                    "unexpected error requesting %s %s",
+                    self.vendor,
+                    target.external_id,
+                    extra={"vendor": self.vendor.value},
                 )
-        except httpx.HTTPError as exc:
             # The message names the exception and the URL, never the headers.
             raw = RawResponse(
-                None,
-                b"",
-                False,
-                httpx.Headers(),
-                f"{type(exc).__name__}: {exc}",
-                time.monotonic() - started,
+                None, b"", False, httpx.Headers(), _describe(exc), time.monotonic() - started
             )
         self.limiter.observe(raw.status, raw.headers)
         observe_response(self.vendor, raw.status, raw.elapsed)
         if raw.status == 429:
-            observe_pause(self.vendor, "429", pause_seconds(429, raw.headers, time.time()) or 0.0)
+            pause = pause_seconds(
+                429, raw.headers, time.time(), self.settings.max_retry_after_seconds
+            )
+            observe_pause(self.vendor, "429", pause or 0.0)
         return raw
 
-    def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:
+    def _read_capped(
+        self, response: httpx.Response, deadline: float
+    ) -> tuple[bytes, bool, str | None]:
+        """The body up to the size cap, whether it was cut, and why it was not
+        decoded if it was not. Reads raw bytes: every decoding layer is ours."""
         cap = self.settings.max_response_bytes
-        encoding = response.headers.get("content-encoding", "").strip().lower()
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            return _inflate_capped(response, cap)
+        codings = [
+            c.strip().lower()
+            for c in response.headers.get("content-encoding", "").split(",")
+            if c.strip() and c.strip().lower() != "identity"
+        ]
+        if len(codings) == 1 and codings[0] in _INFLATABLE:
+            return (*_inflate_capped(response, cap, deadline), None)
+        refused = None
+        if codings:
+            refused = f"unsupported Content-Encoding {', '.join(codings)[:64]!r}"
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
-            return next(response.iter_bytes(cap), b"")[:cap], True
+            return next(response.iter_raw(cap), b"")[:cap], True, refused
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_bytes():
+        for chunk in response.iter_raw():
+            _check_deadline(deadline)
             chunks.append(chunk)
             size += len(chunk)
             if size > cap:
-                return b"".join(chunks)[:cap], True
-        return b"".join(chunks), False
+                return b"".join(chunks)[:cap], True, refused
+        return b"".join(chunks), False, refused
 
     def interpret(self, target: Target, raw: RawResponse, fetched_at: datetime) -> Outcome:
+        """What one response means for its id. Never raises: whatever goes wrong
+        with one body stays that id's retry or quarantine."""
+        if raw.unsendable:
+            return self.unsendable(raw)
         rule = rule_for(self.vendor, raw.status)
         if raw.status is None:
             return Outcome(Action.RETRY, None, reason=raw.error)
         if rule.action is not Action.INSPECT:
-            return Outcome(
-                rule.action,
-                raw.status,
-                reason=self.error_reason(raw),
-                retry_after=retry_after_seconds(raw.headers),
-            )
+            return self.error_outcome(target, rule.action, raw)
+        if raw.refused:
+            return self.quarantine(raw, raw.refused)
         if raw.truncated:
             return self.quarantine(
                 raw, f"body larger than {self.settings.max_response_bytes} bytes"
             )
         try:
-            payload = parse_json(raw.body)
-            outcome = self.interpret_body(target, raw.status, payload, fetched_at)
+            body = self.without_key(raw.body)
+            document = parse_document(body)
+            outcome = self.interpret_body(target, raw.status, document.payload, fetched_at)
+            if outcome.answer is not None:
+                # The body's own JSON text is archived, not a re-encoding of it;
+                # the exact bytes too when the text had to be changed to fit.
+                outcome.answer.row["raw_payload"] = document.text
+                outcome.answer.row["raw_body"] = body if document.altered else None
         except PayloadError as exc:
             return self.quarantine(raw, str(exc))
+        except Exception as exc:
+            log.exception(
+                "cannot interpret the body of %s %s",
+                self.vendor,
+                target.external_id,
+                extra={"vendor": self.vendor.value},
+            )
+            return self.quarantine(raw, f"cannot be read: {_describe(exc)}")
         if outcome.action is Action.ARCHIVE:
             # Kept as received, for quarantine if the database refuses the rows.
             outcome.body = raw.body
         return outcome
+
+    def error_outcome(self, target: Target, action: Action, raw: RawResponse) -> Outcome:
+        """An error status's outcome; a vendor may say more about what it concerns."""
+        return Outcome(
+            action,
+            raw.status,
+            reason=self.error_reason(raw),
+            retry_after=retry_after_seconds(raw.headers, self.settings.max_retry_after_seconds),
+        )
+
+    def unsendable(self, raw: RawResponse) -> Outcome:
+        """No request could be built. If even a plain id cannot be requested, the
+        configuration (the key) is at fault and the key pauses; else only this id."""
+        try:
+            self.http.build_request(
+                "GET",
+                self.url(Target(self.vendor, "x", "x")),
+                headers=self.headers(Target(self.vendor, "x", "x")),
+            )
+        except Exception:
+            return Outcome(
+                Action.PAUSE_ACCOUNT,
+                None,
+                reason=f"cannot build a request with this key: {raw.error}",
+            )
+        return Outcome(Action.REJECT, None, reason=f"cannot request this id: {raw.error}")
+
+    def without_key(self, body: bytes) -> bytes:
+        """The body with our API key replaced, should the vendor echo it back."""
+        key = self.settings.api_key(self.vendor)
+        secret = key.get_secret_value().encode() if key else b""
+        if len(secret) >= 4 and secret in body:
+            return body.replace(secret, b"[REDACTED]")
+        return body
 
     @staticmethod
     def quarantine(raw: RawResponse, reason: str) -> Outcome:

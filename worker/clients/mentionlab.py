@@ -52,6 +52,12 @@ class MentionLabClient(VendorClient):
             reason="vendor run failed" if state is TrackedState.FAILED else None,
         )
 
+    def error_outcome(self, target: Target, action: Action, raw: RawResponse) -> Outcome:
+        outcome = super().error_outcome(target, action, raw)
+        if raw.status == 403:
+            outcome.reason = f"{outcome.reason} (project {target.project_id!r} refused)"
+        return outcome
+
     def error_reason(self, raw: RawResponse) -> str:
         # Envelope: {"statusCode", "message", "error"}.
         message = envelope_message(raw.body, ("message",), ("error",))

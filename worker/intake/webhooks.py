@@ -27,7 +27,13 @@ from worker.policy import Action, Outcome, TrackedView
 
 # The same view of a tracked id that a claimed batch loads.
 from worker.poller import _VIEW_COLUMNS, store_outcomes
-from worker.registry import InvalidId, register, validate_external_id
+from worker.registry import (
+    InvalidId,
+    InvalidTimestamp,
+    register,
+    validate_created_at,
+    validate_external_id,
+)
 from worker.store import dialect_insert
 
 log = logging.getLogger("mentionsync.webhooks")
@@ -100,10 +106,18 @@ def parse_envelope(body: bytes, headers: Any) -> Envelope | None:
 
 
 def _header_id(value: str | None) -> str | None:
+    """A delivery or event id header, or None when it is absent or unusable.
+
+    Only printable ASCII is kept: the vendor's ids are, and a header may carry
+    any byte (Starlette decodes them as latin-1) that would only be stored as
+    mojibake. Without it, the event id falls back to a hash of the signed body.
+    """
     if value is None:
         return None
     value = value.strip()
-    return value[:256] if value else None
+    if not value or not all(" " <= ch <= "~" for ch in value):
+        return None
+    return value[:256]
 
 
 def _event_id(doc: dict[str, Any], headers: Any, body: bytes) -> str:
@@ -124,21 +138,37 @@ def _event_id(doc: dict[str, Any], headers: Any, body: bytes) -> str:
 
 
 def _created(doc: dict[str, Any]) -> datetime | None:
-    """When the event was created: `created_at` (ISO) or `created` (unix seconds)."""
+    """When the event was created: `created_at` (ISO) or `created` (unix seconds).
+
+    None when missing or outside the registry's range for creation times. It
+    sets the deadline of an id the delivery registers (the vendor's 30 days run
+    from the request, not from our receipt) and feeds the archive-lag metric; a
+    signed answer is worth more than a plausible timestamp, so a bad one is
+    ignored (the deadline then counts from arrival) rather than the delivery
+    refused.
+    """
+    parsed: datetime | None = None
     value = doc.get("created_at")
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             return None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    value = doc.get("created")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            return datetime.fromtimestamp(value, UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+    else:
+        value = doc.get("created")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                parsed = datetime.fromtimestamp(value, UTC)
+            except (OverflowError, OSError, ValueError):
+                return None
+    if parsed is None:
+        return None
+    try:
+        return validate_created_at(parsed)
+    except InvalidTimestamp:
+        return None
 
 
 def apply_delivery(
@@ -176,6 +206,7 @@ def apply_delivery(
         [("data.id", envelope.external_id)],
         settings=settings,
         expect_webhook=True,
+        created_at=envelope.created_at,
         now=now,
     )
     result.registered = registration.added == 1

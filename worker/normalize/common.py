@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -20,6 +21,11 @@ T = TypeVar("T")
 # run of 20 zeros is a number (or a string) of 20 digits or more.
 _DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _WIDE_RUN = b"0" * 20
+
+# Vendor timestamps outside these years are wrong data, not dates to compute
+# deadlines with (a year-9999 creation plus 30 days overflows).
+EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(2100, 1, 1, tzinfo=UTC)
 
 # Postgres `integer`; larger values are a wrong type, not a silent overflow.
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
@@ -49,30 +55,63 @@ class Normalized:
         return self.row[self.key]
 
 
-def parse_json(body: bytes) -> dict[str, Any]:
-    """Parse a response body into an object, or raise PayloadError."""
+class RawJSON(str):
+    """A JSON document already serialized: stored as it is, never encoded again.
+
+    Archiving the body's own text keeps what re-encoding could not: integers of
+    any width, nesting deeper than an encoder's recursion limit, number spelling.
+    """
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A parsed body and the JSON text to store for it."""
+
+    payload: dict[str, Any]
+    text: RawJSON
+    # True when `text` is not the body as received (U+0000 removed).
+    altered: bool = False
+
+
+# A JSON string escape for U+0000: "\u0000" after an even number of backslashes
+# (an odd run would make the first backslash an escaped backslash).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def strip_nul(body: bytes) -> bytes:
+    """The body with every U+0000 escape removed from its strings.
+
+    Postgres text and jsonb cannot hold U+0000; removing the character keeps the
+    rest of the text as the vendor wrote it (a brand "Ac\\u0000me" reads "Acme").
+    """
+    return _NUL_ESCAPE.sub(rb"\1", body)
+
+
+def parse_document(body: bytes) -> Document:
+    """Parse a response body into an object and its storable text, or raise PayloadError."""
+    altered = False
+    if b"\\u0000" in body:
+        cleaned = strip_nul(body)
+        altered = cleaned != body
+        body = cleaned
     try:
         value = orjson.loads(body)
+        if _WIDE_RUN in body.translate(_DIGITS):
+            value = json.loads(body)  # valid JSON: orjson just accepted it
     except orjson.JSONDecodeError as exc:
         raise PayloadError(f"malformed JSON: {exc}") from None
-    if _WIDE_RUN in body.translate(_DIGITS):
-        value = json.loads(body)  # valid JSON: orjson just accepted it
+    except RecursionError:
+        raise PayloadError("JSON nested too deeply to read") from None
     if not isinstance(value, dict):
         raise PayloadError(f"expected a JSON object, got {type(value).__name__}")
-    if b"\\u0000" in body and _has_nul(value):
-        # Postgres text and jsonb cannot hold U+0000; keep the body in quarantine.
-        raise PayloadError("a string contains U+0000, which Postgres cannot store")
-    return value
+    return Document(value, RawJSON(body.decode()), altered)
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+def parse_json(body: bytes) -> dict[str, Any]:
+    """Parse a response body into an object, or raise PayloadError."""
+    return parse_document(body).payload
 
 
 def validate(model: type[VendorModel], payload: dict[str, Any]) -> Any:
@@ -92,8 +131,17 @@ def parse_timestamp(value: str | None, field_name: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise PayloadError(f"{field_name} is not an ISO 8601 timestamp: {value[:64]!r}") from None
-    # A timestamp without an offset is taken as UTC, as both vendors document UTC.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        # A timestamp without an offset is taken as UTC, as both vendors document UTC.
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # "0001-01-01T00:00:00+01:00" is before year 1 in UTC
+        parsed = EARLIEST_TIMESTAMP - timedelta(days=1)
+    if not EARLIEST_TIMESTAMP <= parsed < LATEST_TIMESTAMP:
+        raise PayloadError(
+            f"{field_name} is out of range ({EARLIEST_TIMESTAMP:%Y} to {LATEST_TIMESTAMP:%Y}):"
+            f" {value[:64]!r}"
+        )
+    return parsed
 
 
 def parse_uuid(value: str | None, field_name: str) -> str | None:
