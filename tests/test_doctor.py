@@ -13,6 +13,7 @@ from email.utils import formatdate
 
 import pytest
 from alembic import command
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,6 +23,7 @@ from simulator import serve_in_thread
 from tests.helpers import cli
 from tests.test_migrations import scratch_postgres  # noqa: F401 - a fixture
 from worker.config import fingerprint
+from worker.db import session_scope
 from worker.migrate import alembic_config
 
 
@@ -219,3 +221,47 @@ def test_a_403_for_a_made_up_project_is_no_verdict_on_the_key(
     (failed,) = lines(second.stdout, "FAIL")
     assert "mentionlab api" in failed and "refused the key (HTTP 403)" in failed
     assert seen_projects == ["00000000-0000-4000-8000-000000000000", project]
+
+
+def beat_row(name: str, tick_ago: float, dispatch_ago: float | None) -> None:
+    """A beat's heartbeat row, aged by the database's own clock."""
+    with session_scope() as session:
+        session.execute(
+            text(
+                "INSERT INTO scheduler_heartbeats VALUES (:name,"
+                " now() - make_interval(secs => 900), now() - make_interval(secs => :t),"
+                " now() - make_interval(secs => :d))"
+            ),
+            {"name": name, "t": tick_ago, "d": dispatch_ago},
+        )
+
+
+def test_the_scheduler_s_age(configure: Callable[..., None]) -> None:
+    # No beat ever: a warning that says what to start.
+    result = cli("doctor", "--no-vendors")
+    (line,) = [x for x in lines(result.stdout, "warn") if "scheduler" in x]
+    assert "no beat is ticking (none ever)" in line
+    assert "→ start one beat: `celery -A worker.app beat`" in result.stdout
+
+    # Beat died 100 s ago: a failure, with its age, and exit 1.
+    beat_row("beat-host:1", tick_ago=100, dispatch_ago=100)
+    result = cli("doctor", "--no-vendors")
+    assert result.returncode == 1
+    (failed,) = lines(result.stdout, "FAIL")
+    assert "scheduler" in failed and "no dispatch sweep for 10" in failed
+    assert "beat is stopped or hung" in failed
+
+    # A live beat: ok, with the age of the last sweep.
+    beat_row("beat-host:2", tick_ago=0.3, dispatch_ago=0.6)
+    result = cli("doctor", "--no-vendors")
+    assert re.search(
+        r"^ok\s+scheduler\s+last dispatch sweep \d\.\d s ago, 1 beat ticking",
+        result.stdout,
+        re.MULTILINE,
+    ), result.stdout
+
+    # Two live beats: safe, but said.
+    beat_row("beat-host:3", tick_ago=0.2, dispatch_ago=0.4)
+    result = cli("doctor", "--no-vendors")
+    (line,) = [x for x in lines(result.stdout, "warn") if "scheduler" in x]
+    assert "2 beats ticking" in line and "beat-host:2" in line and "beat-host:3" in line

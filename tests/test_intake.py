@@ -136,8 +136,12 @@ def deliveries() -> int:
 def test_healthz_and_readyz(
     intake: str, http: httpx.Client, configure: Callable[..., None]
 ) -> None:
+    # The details are for the intake token's holder; anybody gets ok or not
+    # (tests/test_scheduler.py checks that nothing else leaks).
+    auth = {"Authorization": f"Bearer {TOKEN}"}
     assert http.get(f"{intake}/healthz").json() == {"status": "ok"}
-    ready = http.get(f"{intake}/readyz")
+    assert http.get(f"{intake}/readyz").json() == {"ok": True}
+    ready = http.get(f"{intake}/readyz", headers=auth)
     assert ready.status_code == 200, ready.text
     checks = ready.json()["checks"]
     assert checks["database"]["ok"] and checks["broker"]["ok"] and checks["migrations"]["ok"]
@@ -146,8 +150,9 @@ def test_healthz_and_readyz(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
-    configure(CELERY_BROKER_URL=f"redis://127.0.0.1:{closed}/0")
-    not_ready = http.get(f"{intake}/readyz")
+    configure(CELERY_BROKER_URL=f"redis://127.0.0.1:{closed}/0", INTAKE_TOKEN=TOKEN)
+    assert http.get(f"{intake}/readyz").json() == {"ok": False}
+    not_ready = http.get(f"{intake}/readyz", headers=auth)
     assert not_ready.status_code == 503
     body = not_ready.json()
     assert body["checks"]["database"]["ok"] and not body["checks"]["broker"]["ok"]
@@ -155,7 +160,7 @@ def test_healthz_and_readyz(
 
     # The database goes away too: both are named, and the password is not.
     configure(DATABASE_URL=f"postgresql+psycopg://postgres:hunter22@127.0.0.1:{closed}/x")
-    not_ready = http.get(f"{intake}/readyz")
+    not_ready = http.get(f"{intake}/readyz", headers=auth)
     assert not_ready.status_code == 503
     body = not_ready.json()
     assert not body["checks"]["database"]["ok"] and not body["checks"]["broker"]["ok"]
@@ -521,6 +526,27 @@ def test_an_unarchivable_body_is_quarantined_and_left_to_polling(
         kept = session.scalar(select(QuarantinedPayload))
         assert kept is not None and kept.body == body and "latency_ms" in kept.reason
         assert session.scalar(select(func.count()).select_from(Ask)) == 0
+
+
+def test_a_registered_delivery_takes_its_deadline_from_the_event(
+    intake: str, http: httpx.Client
+) -> None:
+    # The vendor's 30 days run from the request: an event delivered late (or a
+    # body left to polling) must not get 30 fresh days from our receipt.
+    created = datetime.now(UTC).replace(microsecond=0) - timedelta(days=10)
+    ask_id = ask_with_fate("succeeded")
+    doc = orjson.loads(envelope_v1(ask_id))
+    doc["created_at"] = created.isoformat()
+    doc["data"]["usage"] = {"latency_ms": "fast"}  # quarantined: left to polling
+    body = orjson.dumps(doc)
+
+    response = deliver(http, intake, body, headers_v1(body))
+
+    assert response.status_code == 200 and response.json()["registered"] is True
+    row = tracked(ask_id)
+    assert row is not None and row.state is TrackedState.POLLING
+    assert row.remote_created_at == created
+    assert row.deadline_at == created + timedelta(days=30)
 
 
 def test_unreadable_envelopes_and_other_events(intake: str, http: httpx.Client) -> None:

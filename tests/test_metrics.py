@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from models import TrackedId, TrackedState, Vendor, utcnow
 from simulator import Dataset
@@ -262,3 +262,23 @@ def test_celery_workers_serve_the_sum_of_their_processes(
     assert total(samples, "mentionsync_fetch_duration_seconds_count") == stats["requests"]
     pids = {p.name.split("_")[-1] for p in (tmp_path / "prom").glob("*.db")}
     assert len(pids) >= 2, pids
+
+
+def test_the_exporter_serves_the_scheduler_s_ages(exporter: str) -> None:
+    samples = scrape(exporter)
+    # Nothing recorded yet: no age at all (a 0 would claim a sweep just ran).
+    assert ("mentionsync_scheduler_last_dispatch_age_seconds", ()) not in samples
+    assert samples[("mentionsync_scheduler_beats_ticking", ())] == 0
+
+    with session_scope() as session:
+        session.execute(
+            text(
+                "INSERT INTO scheduler_heartbeats VALUES ('beat-host:9',"
+                " now() - interval '1 hour', now() - interval '2 seconds',"
+                " now() - interval '100 seconds')"
+            )
+        )
+    samples = scrape(exporter)
+    assert 100 <= samples[("mentionsync_scheduler_last_dispatch_age_seconds", ())] < 110
+    assert 2 <= samples[("mentionsync_scheduler_last_tick_age_seconds", ())] < 12
+    assert samples[("mentionsync_scheduler_beats_ticking", ())] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Any, TextIO
 import click
 import orjson
 from rich.console import Console
+from rich.markup import escape
 
 from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, utcnow
 from worker.config import ConfigError, get_settings
@@ -26,19 +28,48 @@ EXIT_OK = 0
 EXIT_REJECTED = 1  # track: some lines were rejected (the good ones are registered)
 EXIT_TIMEOUT = 2  # sync --until-done: ids still pending when the timeout passed
 EXIT_BLOCKED = 3  # sync --until-done: nothing can progress (key refused or missing)
+# `sync` records ids past their deadline as lost this often (and when it starts).
+LOSS_SWEEP_SECONDS = 60.0
 
 
 def _parse_iso(value: str | None) -> datetime | None:
+    """--created-at as UTC, refused (exit 2, naming it) outside the registry's range."""
+    from worker.registry import InvalidTimestamp, validate_created_at
+
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"not an ISO 8601 timestamp: {value!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        raise click.BadParameter(
+            f"not an ISO 8601 timestamp: {value!r}", param_hint="--created-at"
+        ) from None
+    try:
+        return validate_created_at(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed)
+    except InvalidTimestamp as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", param_hint="--created-at") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every command ends with a one-line error, never a traceback (unless
+    LOG_LEVEL=DEBUG asks for one): bad input gets a clear message."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as exc:
+            if os.environ.get("LOG_LEVEL", "").upper() == "DEBUG":
+                raise
+            first = str(exc).strip().splitlines()
+            detail = first[0][:500] if first else ""
+            raise click.ClickException(f"{type(exc).__name__}: {detail}") from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -84,7 +115,7 @@ def db_upgrade(revision: str) -> None:
     from worker.migrate import upgrade
 
     upgrade(revision)
-    err.print(f"database at {revision}")
+    err.print(f"database at {revision}", markup=False)
 
 
 @db.command("downgrade")
@@ -142,7 +173,8 @@ def _track(
         known += result.already_tracked
         rejected.extend(result.rejected)
     for bad in rejected[:1000]:
-        err.print(f"[red]rejected[/red] {bad}", markup=True, highlight=False, soft_wrap=True)
+        # The line is the user's text: shown as it is, never read as markup.
+        err.print(f"[red]rejected[/red] {escape(str(bad))}", highlight=False, soft_wrap=True)
     if len(rejected) > 1000:
         err.print(f"... and {len(rejected) - 1000} more rejected lines")
     err.print(
@@ -196,7 +228,7 @@ def track_mentionlab(
     try:
         project = validate_project_id(project)
     except InvalidId as exc:
-        raise click.BadParameter(str(exc), param_hint="--project") from None
+        raise click.BadParameter(f"{project!r}: {exc}", param_hint="--project") from None
     _track(Vendor.MENTIONLAB, ids, file, project_id=project, created_at=_parse_iso(created_at))
 
 
@@ -207,17 +239,75 @@ def track_mentionlab(
 @click.option("--concurrency", "-c", type=int, default=None, help="Worker processes.")
 @click.option("--loglevel", default="INFO")
 def run(concurrency: int | None, loglevel: str) -> None:
-    """Run a Celery worker with an embedded beat: everything in one process tree.
+    """Run a Celery worker and a Celery beat, and keep both running.
 
-    In production run `celery -A worker.app worker` and `celery -A worker.app beat`
-    separately, as many workers as you like.
+    Either one is restarted when it exits (after a short backoff), and beat also
+    when it stops ticking; SIGINT or SIGTERM stops both. In production run
+    `celery -A worker.app worker` and `celery -A worker.app beat` separately, as
+    many workers as you like.
     """
-    from worker.app import app
+    from worker.supervise import supervise
 
-    argv = ["worker", "--beat", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
-    if concurrency:
-        argv.append(f"--concurrency={concurrency}")
-    app.worker_main(argv)
+    sys.exit(supervise(get_settings(), loglevel=loglevel, concurrency=concurrency))
+
+
+@main.group()
+def scheduler() -> None:
+    """The scheduler's health: beat's heartbeat and the dispatch sweeps."""
+
+
+@scheduler.command("check")
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Only the beats of this host, and only their ticks (a beat container's healthcheck).",
+)
+@click.option(
+    "--max-age",
+    type=float,
+    default=None,
+    help="Seconds (default: SCHEDULER_STALL_SECONDS, at least three ticks).",
+)
+def scheduler_check(local: bool, max_age: float | None) -> None:
+    """Exit 0 if the scheduler is alive, 1 (saying why) if not.
+
+    Without --local: a beat ticked and a dispatch sweep ran within the max age
+    (the newest of every beat counts). With --local: a beat of this host ticked
+    within it, whatever the workers do.
+    """
+    import socket
+
+    from worker.db import session_scope
+    from worker.heartbeat import read_state, stall_after
+
+    settings = get_settings()
+    limit = max_age if max_age is not None else stall_after(settings)
+    where = f" on {socket.gethostname()}" if local else ""
+    try:
+        with session_scope() as session:
+            state = read_state(session.connection(), host=socket.gethostname() if local else None)
+    except Exception as exc:
+        click.echo(f"scheduler: cannot read the heartbeats: {type(exc).__name__}")
+        sys.exit(1)
+    tick = state.age(state.last_tick_at)
+    problems = []
+    if tick is None:
+        problems.append(f"no beat{where} ever recorded a tick")
+    elif tick > limit:
+        problems.append(f"the newest beat tick{where} is {tick:.1f} s old")
+    found = [f"newest tick {tick:.1f} s ago" if tick is not None else "no tick"]
+    if not local:
+        sweep = state.age(state.last_dispatch_at)
+        if sweep is None:
+            problems.append("no dispatch sweep was ever recorded")
+        elif sweep > limit:
+            problems.append(f"the last dispatch sweep ran {sweep:.1f} s ago")
+        if sweep is not None:
+            found.append(f"last dispatch sweep {sweep:.1f} s ago")
+    if problems:
+        click.echo(f"scheduler stalled (limit {limit:g} s): {'; '.join(problems)}")
+        sys.exit(1)
+    click.echo(f"scheduler ok: {', '.join(found)}")
 
 
 def _next_due(session: Any) -> datetime | None:
@@ -248,39 +338,97 @@ def sync(until_done: bool, timeout: float | None) -> None:
     polled once); 2 timeout with ids pending; 3 blocked (a key is refused or
     missing, so pending ids cannot progress).
     """
+    try:
+        code = _sync(until_done, timeout)
+    except KeyboardInterrupt:
+        # Answers already fetched were written batch by batch; ids claimed and
+        # not yet fetched are due again when their lease ends.
+        err.print("interrupted; ids still pending will be polled by the next run")
+        code = 130
+    sys.exit(code)
+
+
+def _sync(until_done: bool, timeout: float | None) -> int:
+    import logging
+
+    from sqlalchemy.exc import DBAPIError
+
     from worker.db import session_scope
-    from worker.poller import claim_batches, process_claim
+    from worker.poller import (
+        claim_batches,
+        passes_by_itself,
+        process_claim,
+        record_losses,
+        release_claim,
+    )
     from worker.resources import release_free_memory
     from worker.status import count_active
 
+    log = logging.getLogger("mentionsync.sync")
     settings = get_settings()
     started = time.monotonic()
     polled = 0
+    swept_at = -math.inf
+    trouble = 0  # consecutive rounds that failed on something outside any one id
+
+    def expired() -> bool:
+        return timeout is not None and time.monotonic() - started > timeout
+
     while True:
-        with session_scope() as session:
-            claims, waiting = claim_batches(
-                session, settings, now=utcnow(), max_ids=settings.batch_size
+        try:
+            if time.monotonic() - swept_at > LOSS_SWEEP_SECONDS:
+                with session_scope() as session:
+                    record_losses(session, settings)
+                swept_at = time.monotonic()
+            with session_scope() as session:
+                claims, waiting = claim_batches(session, settings, max_ids=settings.batch_size)
+            for i, claim in enumerate(claims):
+                try:
+                    report = process_claim(claim)
+                except Exception:
+                    # Not one id's fault (each id's own faults are its outcome):
+                    # hand back what this round holds and try again shortly.
+                    for rest in claims[i:]:
+                        try:
+                            release_claim(rest, settings, delay=settings.retry_base_seconds)
+                        except Exception:  # the lease runs out on its own
+                            log.debug("could not release a claim", exc_info=True)
+                    raise
+                polled += report.processed
+                release_free_memory()
+            trouble = 0
+            if claims:
+                if expired():
+                    break
+                continue
+            with session_scope() as session:
+                remaining = count_active(session)
+                next_due = _next_due(session)
+                vendors = _active_vendors(session)
+        except Exception as exc:
+            trouble += 1
+            what = "the database is unreachable" if isinstance(exc, DBAPIError) else "error"
+            log.error(
+                "sync: %s (%s: %s); trying again",
+                what,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:300] if str(exc) else "",
+                exc_info=log.isEnabledFor(logging.DEBUG),
             )
-        for claim in claims:
-            report = process_claim(claim)
-            polled += report.processed
-            release_free_memory()
-        if claims:
-            if timeout is not None and time.monotonic() - started > timeout:
+            if expired():
                 break
+            time.sleep(min(30.0, 0.5 * 2 ** min(trouble, 6)))
             continue
-        with session_scope() as session:
-            remaining = count_active(session)
-            next_due = _next_due(session)
-            vendors = _active_vendors(session)
         if not until_done or remaining == 0:
             break
-        if vendors and vendors <= set(waiting):
+        blocked = {v for v, reason in waiting.items() if not passes_by_itself(reason)}
+        if vendors and vendors <= blocked:
             for vendor in sorted(vendors):
-                err.print(f"[red]blocked[/red] {vendor}: {waiting[vendor]}", highlight=False)
+                reason = escape(str(waiting[vendor]))  # may quote the vendor's answer
+                err.print(f"[red]blocked[/red] {vendor}: {reason}", highlight=False)
             err.print(f"{remaining} ids pending; polled {polled} times")
-            sys.exit(EXIT_BLOCKED)
-        if timeout is not None and time.monotonic() - started > timeout:
+            return EXIT_BLOCKED
+        if expired():
             break
         wait = settings.poll_tick_seconds
         if next_due is not None:
@@ -288,11 +436,16 @@ def sync(until_done: bool, timeout: float | None) -> None:
         if timeout is not None:
             wait = min(wait, max(0.0, timeout - (time.monotonic() - started)))
         time.sleep(wait)
-    with session_scope() as session:
-        remaining = count_active(session)
+    try:
+        with session_scope() as session:
+            remaining = count_active(session)
+    except Exception as exc:
+        err.print(f"polled {polled} times; cannot count pending ids: {escape(str(exc))[:300]}")
+        return EXIT_TIMEOUT if until_done else EXIT_OK
     err.print(f"polled {polled} times; {remaining} ids pending", highlight=False)
     if until_done and remaining:
-        sys.exit(EXIT_TIMEOUT)
+        return EXIT_TIMEOUT
+    return EXIT_OK
 
 
 # --- status / retry --------------------------------------------------------------------
@@ -381,7 +534,10 @@ def simulate(
         rate_limit=rate_limit,
         max_pending_polls=max_pending_polls,
     )
-    err.print(f"simulating MentionsAPI and MentionLab on http://{host}:{port} (seed {seed})")
+    err.print(
+        f"simulating MentionsAPI and MentionLab on http://{host}:{port} (seed {seed})",
+        markup=False,
+    )
     serve(config, host=host, port=port)
 
 
@@ -415,7 +571,7 @@ def bench(args: tuple[str, ...]) -> None:
     except ImportError as exc:
         err.print(
             f"[red]mentionsync bench needs a source checkout with the bench extra[/] "
-            f"(pip install -e '.[bench]'): {exc}"
+            f"(pip install -e '.\\[bench]'): {escape(str(exc))}"
         )
         sys.exit(EXIT_REJECTED)
     sys.exit(bench_main(list(args)))

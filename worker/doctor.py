@@ -1,7 +1,7 @@
 """`mentionsync doctor`: check a deployment and say how to fix what is wrong.
 
 The readiness probe of the intake service (`GET /readyz`) runs the first three
-checks (database, schema, broker) from here too.
+checks (database, schema, broker) from here too, and reports the scheduler's ages.
 """
 
 from __future__ import annotations
@@ -118,13 +118,77 @@ def check_broker(settings: Settings) -> Check:
     return Check("broker", OK, _safe_url(url))
 
 
-def readiness(settings: Settings) -> dict[str, dict[str, Any]]:
-    """What `GET /readyz` reports: can this process do its work right now?"""
-    checks = [check_database(settings)]
-    if checks[0].level == OK:
-        checks.append(check_schema(settings))
-    checks.append(check_broker(settings))
-    return {c.name: {"ok": c.level != FAIL, "detail": c.detail} for c in checks}
+def check_scheduler(settings: Settings) -> Check:
+    """Did a dispatch sweep run lately, and how many beats tick? (database clock)"""
+    from worker.db import session_scope
+    from worker.heartbeat import read_state, stall_after, stall_reason
+
+    try:
+        with session_scope() as session:
+            state = read_state(session.connection())
+    except Exception as exc:
+        return Check("scheduler", FAIL, f"cannot read the heartbeats: {_short(exc)}")
+    threshold = stall_after(settings)
+    start = "start one beat: `celery -A worker.app beat` (or `mentionsync run`)"
+    reason = stall_reason(state, settings)
+    if reason is not None:
+        return Check(
+            "scheduler",
+            FAIL,
+            reason,
+            f"{start}; if it runs, read its log and check that a worker is running",
+        )
+    ticking = state.ticking(threshold)
+    tick_age = state.age(state.last_tick_at)
+    dispatch_age = state.age(state.last_dispatch_at)
+    if not ticking:
+        last = f"newest tick {tick_age:.0f} s ago" if tick_age is not None else "none ever"
+        return Check("scheduler", WARN, f"no beat is ticking ({last}): nothing is polled", start)
+    beats = f"{len(ticking)} beat{'s' if len(ticking) > 1 else ''} ticking"
+    if dispatch_age is None:
+        return Check("scheduler", WARN, f"{beats}, but no dispatch sweep recorded yet")
+    detail = f"last dispatch sweep {dispatch_age:.1f} s ago, {beats}"
+    if len(ticking) > 1:
+        return Check(
+            "scheduler",
+            WARN,
+            f"{detail} ({', '.join(b.instance for b in ticking)}): safe, but one is enough",
+            "stop the extra beats",
+        )
+    return Check("scheduler", OK, detail)
+
+
+def readiness(settings: Settings) -> dict[str, Any]:
+    """What `GET /readyz` reports: can this process do its work right now?
+
+    Ready means database, schema and broker answer: what the intake needs. The
+    scheduler's ages are reported but do not make it unready (taking ids and
+    deliveries works while beat restarts; the workers' watchdog alerts on it).
+    No detail that names a host or URL: `doctor` gives those.
+    """
+    database = check_database(settings)
+    schema = check_schema(settings) if database.level == OK else None
+    checks = [database, *([schema] if schema is not None else []), check_broker(settings)]
+    report: dict[str, Any] = {
+        "ok": all(c.level != FAIL for c in checks),
+        "checks": {c.name: {"ok": c.level != FAIL} for c in checks},
+    }
+    if schema is not None and schema.level == OK:
+        report["scheduler"] = _scheduler_ages(settings)
+    return report
+
+
+def _scheduler_ages(settings: Settings) -> dict[str, Any] | None:
+    from worker.db import session_scope
+    from worker.heartbeat import describe, read_state
+
+    try:
+        with session_scope() as session:
+            described = describe(read_state(session.connection()), settings)
+    except Exception:
+        return None  # the schema check says why
+    keys = ("stalled", "last_dispatch_age_seconds", "last_tick_age_seconds", "beats_ticking")
+    return {k: described[k] for k in keys}
 
 
 # --- the rest of doctor ---------------------------------------------------------------------
@@ -366,9 +430,13 @@ def run_checks(settings: Settings, *, vendors: bool = True) -> list[Check]:
     checks = check_configuration(settings)
     database = check_database(settings)
     checks.append(database)
-    if database.level == OK:
-        checks.append(check_schema(settings))
+    schema = check_schema(settings) if database.level == OK else None
+    if schema is not None:
+        checks.append(schema)
     checks.append(check_broker(settings))
+    # Behind the code, the heartbeat table may not exist yet: the schema says why.
+    if schema is not None and schema.level == OK:
+        checks.append(check_scheduler(settings))
     if (shared := check_shared_redis(settings)) is not None:
         checks.append(shared)
     skews: list[tuple[str, float]] = []

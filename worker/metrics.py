@@ -8,7 +8,8 @@ Two sources, two kinds of series:
   its values to files there and the worker's main process serves their sum on
   `WORKER_METRICS_PORT` (prometheus_client's multiprocess mode).
 - **Database gauges** (ids by vendor and state, the oldest pending id, ids at
-  risk, ids lost to expiry, webhook recovery) describe the whole deployment, so
+  risk, ids lost to expiry, webhook recovery, the age of the last dispatch sweep
+  and of the newest beat tick) describe the whole deployment, so
   one `mentionsync metrics` exporter computes them at scrape time, whichever
   machine it runs on.
 """
@@ -174,6 +175,12 @@ _GAUGES: dict[str, str] = {
     "webhook_recovered_by_poll_ids": "Ids that expected a webhook but were archived by polling.",
     "account_paused": "1 while polling a vendor's key is paused (refused, rate limited, unset).",
     "quarantined_payloads": "Bodies that could not be archived, kept raw.",
+    "scheduler_last_dispatch_age_seconds": "Seconds since a worker last ran a dispatch sweep"
+    " sent by beat (database clock); absent until one was recorded.",
+    "scheduler_last_tick_age_seconds": "Seconds since the newest beat tick (database clock);"
+    " absent until a beat recorded one.",
+    "scheduler_beats_ticking": "Beats that ticked within SCHEDULER_STALL_SECONDS (1 is right;"
+    " 2 by mistake is safe).",
 }
 
 

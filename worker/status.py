@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import ColumnElement, and_, func, select, text
 from sqlalchemy.orm import Session
@@ -20,6 +21,7 @@ from models import (
 )
 from models.tracking import RECOVERED_PREDICATE
 from worker.config import Settings
+from worker.heartbeat import describe, read_state
 from worker.poller import account_gate
 
 SAMPLE = 10
@@ -124,8 +126,35 @@ def collect_status(session: Session, settings: Settings, now: datetime) -> dict[
         },
         "quarantined": session.scalar(select(func.count()).select_from(QuarantinedPayload)) or 0,
         "accounts": accounts,
+        "refused_projects": refused_projects(session),
         "webhooks": _webhooks(session, settings, now),
+        # Ages by the database's clock: see worker/heartbeat.py.
+        "scheduler": describe(read_state(session.connection()), settings),
     }
+
+
+def refused_projects(session: Session) -> list[dict[str, Any]]:
+    """MentionLab projects whose ids were last answered 403 (mistyped or revoked):
+    per project, its ids by state and one reason. The key keeps working for every
+    other project; these ids use up their attempts and end in `error`."""
+    rows = session.execute(
+        select(
+            TrackedId.project_id,
+            TrackedId.state,
+            func.count(),
+            func.max(TrackedId.last_error),
+        )
+        .where(TrackedId.vendor == Vendor.MENTIONLAB, TrackedId.last_http_status == 403)
+        .group_by(TrackedId.project_id, TrackedId.state)
+        .order_by(TrackedId.project_id)
+    ).all()
+    projects: dict[str, dict[str, Any]] = {}
+    for project, state, n, reason in rows:
+        entry = projects.setdefault(project, {"project_id": project, "ids": 0, "states": {}})
+        entry["ids"] += n
+        entry["states"][state.value] = n
+        entry.setdefault("reason", reason)
+    return list(projects.values())
 
 
 def _webhooks(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
@@ -208,6 +237,12 @@ def gauge_values(
     out["quarantined_payloads"] = [
         ({}, session.scalar(select(func.count()).select_from(QuarantinedPayload)) or 0)
     ]
+    scheduler = describe(read_state(session.connection()), settings)
+    # No sample until one was recorded: an age of 0 would claim a sweep just ran.
+    for name in ("last_dispatch_age_seconds", "last_tick_age_seconds"):
+        age = scheduler[name]
+        out[f"scheduler_{name}"] = [({}, age)] if age is not None else []
+    out["scheduler_beats_ticking"] = [({}, scheduler["beats_ticking"])]
     return out
 
 
@@ -216,8 +251,22 @@ def count_active(session: Session) -> int:
     return session.scalar(select(func.count()).where(TrackedId.state.in_(ACTIVE_STATES))) or 0
 
 
-def render_status(report: dict[str, Any], out: Console) -> None:
+def escaped(value: Any) -> Any:
+    """`value` with every string escaped for rich markup: ids, errors and account
+    reasons (the vendors' text, the user's ids) print as they are, and cannot be
+    read as styles or raise MarkupError."""
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {k: escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [escaped(v) for v in value]
+    return value
+
+
+def render_status(raw: dict[str, Any], out: Console) -> None:
     """The human-readable `mentionsync status`."""
+    report = escaped(raw)
     vendors = list(report["counts"])
     table = Table(title="tracked ids")
     table.add_column("state")
@@ -275,6 +324,14 @@ def render_status(report: dict[str, Any], out: Console) -> None:
             )
     if report["quarantined"]:
         out.print(f"[yellow]quarantined bodies: {report['quarantined']}[/]")
+    for project in report["refused_projects"]:
+        states = ", ".join(f"{n} {state}" for state, n in project["states"].items())
+        out.print(
+            f"[red]mentionlab project {project['project_id']} refused (403)[/]: "
+            f"{project['ids']} ids ({states}): {project['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     hooks = report["webhooks"]
     if hooks["waiting"] or hooks["archived_by_webhook"] or hooks["recovered_by_poll"]:
         out.print(
@@ -284,10 +341,45 @@ def render_status(report: dict[str, Any], out: Console) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    render_scheduler(raw["scheduler"], out)  # escapes for itself
     for vendor, account in report["accounts"].items():
         state = account["paused"] or "polling"
         out.print(
             f"{vendor}: key {'set' if account['configured'] else 'MISSING'} "
             f"(fingerprint {account['key_fingerprint']}), {account['base_url']}: {state}",
+            highlight=False,
+        )
+
+
+def render_scheduler(scheduler: dict[str, Any], out: Console) -> None:
+    """The scheduler's line(s) of `mentionsync status`."""
+    age = scheduler["last_dispatch_age_seconds"]
+    tick = scheduler["last_tick_age_seconds"]
+    ticking = scheduler["beats_ticking"]
+    beats = f"{ticking} beat{'s' if ticking != 1 else ''} ticking"
+    if tick is not None:
+        beats += f", newest tick {tick:g} s ago"
+    if scheduler["stalled"]:
+        out.print(
+            f"[red]scheduler: STALLED: {escape(scheduler['reason'])}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif age is None:
+        out.print(
+            f"[yellow]scheduler: no dispatch sweep recorded yet ({beats})[/]", highlight=False
+        )
+    else:
+        out.print(
+            f"[green]scheduler: last dispatch sweep {age:g} s ago ({beats})[/]", highlight=False
+        )
+    if ticking > 1:
+        names = ", ".join(
+            b["instance"]
+            for b in scheduler["beats"]
+            if (b["last_tick_age_seconds"] or 0) <= scheduler["stall_seconds"]
+        )
+        out.print(
+            f"[yellow]  {ticking} beats are running ({escape(names)}): safe, but one is enough[/]",
             highlight=False,
         )

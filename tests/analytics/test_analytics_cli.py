@@ -157,3 +157,16 @@ def test_report_by_model_names_the_model(archive: str) -> None:
         "sonar": 0.0,
         "gemini-2.5-pro": 0.0,
     }
+
+
+def test_chart_draws_brands_with_dollar_signs_as_text(archive: str, tmp_path: Path) -> None:
+    with read_session() as session:
+        report = run_report(session, "visibility", Filters(), "provider")
+    odd = ["$5 plans", "x^2$ $", "\\frac{a}{b}"]
+    for i, row in enumerate(report.rows):
+        row[report.series] = odd[i % len(odd)]
+    path = tmp_path / "dollars.png"
+    write_chart(report, path)  # mathtext would raise ParseFatalException here
+    assert png_size(path) == EXPECTED_SIZE
+    (ax,) = draw_chart(report).axes
+    assert {t.get_text() for t in ax.get_legend().get_texts()} <= set(odd)

@@ -10,6 +10,7 @@ import math
 from datetime import date
 from pathlib import Path
 
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
@@ -74,10 +75,16 @@ def _subtitle(report: Report) -> str:
     return " · ".join(parts)
 
 
+# Brands and domains are vendor text: "$5 plans" must not be read as TeX math.
+_PLAIN_TEXT = {"text.parse_math": False}
+
+
+@rc_context(_PLAIN_TEXT)
 def write_chart(report: Report, path: Path) -> None:
     draw_chart(report).savefig(path, format="png")
 
 
+@rc_context(_PLAIN_TEXT)
 def draw_chart(report: Report) -> Figure:
     """Lines over time for day/week/month, bars otherwise; labelled axes, legend,
     and the period in the title."""

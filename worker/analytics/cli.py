@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import MofNCompleteColumn, Progress
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -59,11 +60,19 @@ UNTIL = click.option(
     type=Timestamp(end_of_day=True),
     help="Up to this time, exclusive; a bare date includes that whole day.",
 )
+FORMULA_GUARD = click.option(
+    "--formula-guard/--no-formula-guard",
+    default=True,
+    show_default=True,
+    help="CSV: prefix text cells starting with = + - @, tab or CR with ' so a "
+    "spreadsheet shows them instead of running them as formulas.",
+)
 
 
 def _database_error(exc: Exception) -> NoReturn:
     message = str(exc).splitlines()[0]
-    err.print(f"[red]database error[/red]: {message}", highlight=False, soft_wrap=True)
+    # The message quotes SQL and values: printed as it is, never as markup.
+    err.print(f"[red]database error[/red]: {escape(message)}", highlight=False, soft_wrap=True)
     if any(name in message for name in VIEW_NAMES):
         err.print("the analytics views are missing: run `mentionsync db upgrade`")
     sys.exit(EXIT_FAILED)
@@ -104,6 +113,7 @@ def _database_error(exc: Exception) -> NoReturn:
     show_default=True,
     help="citations: URLs shown per domain.",
 )
+@FORMULA_GUARD
 def report(
     kind: str,
     since: datetime | None,
@@ -117,12 +127,14 @@ def report(
     chart: Path | None,
     top: int,
     top_urls: int,
+    formula_guard: bool,
 ) -> None:
     """Share of voice, visibility, position, sentiment or citations (docs/analytics.md).
 
     KIND is one of: share-of-voice, visibility, position, sentiment, citations.
     """
     from worker.analytics.db import read_session
+    from worker.analytics.export import utf8_stdout
     from worker.analytics.output import render_table, to_json, write_csv
     from worker.analytics.reports import run_report
 
@@ -142,7 +154,8 @@ def report(
     if fmt == "json":
         sys.stdout.buffer.write(to_json(result) + b"\n")
     elif fmt == "csv":
-        write_csv(result, sys.stdout)
+        with utf8_stdout() as stream:
+            write_csv(result, stream, formula_guard=formula_guard)
     else:
         # Piped tables would wrap at rich's default 80 columns.
         render_table(result, out if out.is_terminal else Console(width=200))
@@ -150,7 +163,7 @@ def report(
         from worker.analytics.charts import write_chart
 
         write_chart(result, chart)
-        err.print(f"chart written to {chart}", highlight=False, soft_wrap=True)
+        err.print(f"chart written to {chart}", markup=False, highlight=False, soft_wrap=True)
 
 
 @click.command("export")
@@ -169,8 +182,14 @@ def report(
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="File to write (default: standard output; Parquet needs a file).",
 )
+@FORMULA_GUARD
 def export_command(
-    name: str, fmt: str, since: datetime | None, until: datetime | None, out: Path | None
+    name: str,
+    fmt: str,
+    since: datetime | None,
+    until: datetime | None,
+    out: Path | None,
+    formula_guard: bool,
 ) -> None:
     """Stream a table or view to CSV, JSON lines or Parquet.
 
@@ -188,11 +207,12 @@ def export_command(
     if fmt == "parquet" and out is None:
         raise click.UsageError("Parquet needs a file: give --out PATH")
     try:
-        rows = export(name, fmt, out, since=since, until=until)
+        rows = export(name, fmt, out, since=since, until=until, formula_guard=formula_guard)
     except (OperationalError, ProgrammingError) as exc:
         _database_error(exc)
     err.print(
         f"exported {rows} rows of {name} to {out or 'standard output'}",
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )
@@ -235,7 +255,8 @@ def reprocess_command(vendor: str | None, since: datetime | None, batch_size: in
         result = reprocess(vendors, since=since, batch_size=batch_size, progress=line)
     for failure in result.failures[:50]:
         err.print(
-            f"[red]not reprocessed[/red] {failure.vendor} {failure.answer_id}: {failure.reason}",
+            f"[red]not reprocessed[/red] {failure.vendor} {escape(failure.answer_id)}: "
+            f"{escape(failure.reason)}",
             highlight=False,
         )
     if len(result.failures) > 50:

@@ -1,4 +1,9 @@
-"""Reports as a terminal table, CSV or JSON."""
+"""Reports as a terminal table, CSV or JSON.
+
+Brands, domains, models and URLs are vendor text: the table shows them as
+plain `Text`, never as rich markup, and CSV neutralizes cells a spreadsheet
+would run as formulas unless asked not to.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,11 @@ from typing import Any, TextIO
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from worker.analytics.export import neutralize_formula
 from worker.analytics.reports import Report
 
 TITLES = {
@@ -50,27 +58,38 @@ def _cell(column: str, value: Any) -> str:
 
 
 def render_table(report: Report, console: Console) -> None:
-    table = Table(title=title(report), title_justify="left")
+    # Text, not str: a str cell or title is parsed as console markup, and a brand
+    # such as "[/bold] Acme" would be styled away or raise MarkupError.
+    table = Table(title=Text(title(report)), title_justify="left")
     for column in report.columns:
         numeric = column not in (report.by, report.series, "top_urls")
         table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for row in report.rows:
-        table.add_row(*(_cell(c, row.get(c)) for c in report.columns))
+        table.add_row(*(Text(_cell(c, row.get(c))) for c in report.columns))
     console.print(table)
     for note in report.notes:
-        console.print(f"[dim]{note}[/dim]")
+        console.print(f"[dim]{escape(note)}[/dim]")
     if not report.rows:
         console.print("no rows: nothing matches the filters")
 
 
-def write_csv(report: Report, out: TextIO) -> None:
-    writer = csv.writer(out, lineterminator="\n")
+def _csv_value(column: str, value: Any, formula_guard: bool) -> Any:
+    if value is None:
+        return ""
+    if column == "top_urls":
+        value = _cell(column, value)
+    # Only text is guarded: numbers stay numbers, a negative one included.
+    return neutralize_formula(value) if formula_guard and isinstance(value, str) else value
+
+
+def write_csv(report: Report, out: TextIO, *, formula_guard: bool = True) -> None:
+    """The rows as CSV; `formula_guard` prefixes text cells that could start a formula."""
+    # RFC 4180 line ends: Python's writer quotes only cells holding a character of
+    # the terminator, so with "\n" alone a cell's CR went out bare and split its row.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(report.columns)
     for row in report.rows:
-        writer.writerow(
-            _cell(c, row[c]) if c == "top_urls" else ("" if row[c] is None else row[c])
-            for c in report.columns
-        )
+        writer.writerow(_csv_value(c, row[c], formula_guard) for c in report.columns)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -7,11 +7,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -48,9 +46,7 @@ def arrow_type(type_: TypeEngine[Any]) -> pa.DataType:
 
 
 def _arrow_value(type_: TypeEngine[Any]) -> Callable[[Any], Any]:
-    base = base_type(type_)
-    if isinstance(base, JSON):
-        return lambda v: None if v is None else orjson.dumps(v).decode()
+    # JSON documents arrive as their text (export.exported_columns): kept as is.
     if arrow_type(type_) == pa.string():
         return lambda v: None if v is None else (v.value if isinstance(v, enum.Enum) else str(v))
     return lambda v: v

@@ -2,7 +2,8 @@
 
 - `POST /v1/track`: register ids, with the CLI's validation, behind a bearer token.
 - `POST /webhooks/mentionsapi`: signed `ask.completed` deliveries, archived at once.
-- `GET /healthz` (the process answers), `GET /readyz` (database, schema and broker).
+- `GET /healthz` (the process answers), `GET /readyz` (database, schema and broker:
+  ok or not; the details and the scheduler's ages only with the intake token).
 - `GET /metrics`: this process's counters (webhook requests).
 
 Handlers read the body on the event loop and do database work in Starlette's
@@ -31,7 +32,13 @@ from worker.db import session_scope
 from worker.intake.signatures import SignatureError, verify
 from worker.intake.webhooks import BadDelivery, apply_delivery, observe, parse_envelope
 from worker.metrics import WEBHOOK_REQUESTS, process_registry
-from worker.registry import InvalidId, register, validate_project_id
+from worker.registry import (
+    InvalidId,
+    InvalidTimestamp,
+    register,
+    validate_created_at,
+    validate_project_id,
+)
 
 log = logging.getLogger("mentionsync.intake")
 
@@ -43,7 +50,8 @@ class TooLarge(Exception):
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing more than `limit` bytes without reading them all."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # isascii: "²".isdigit() is True but int("²") fails.
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge
     chunks: list[bytes] = []
     size = 0
@@ -105,8 +113,12 @@ def parse_track_request(body: bytes) -> list[TrackRequest]:
                 raise ValueError(f"[{i}].project_id: {exc}") from None
         elif group.project_id:
             raise ValueError(f"[{i}].project_id: only for mentionlab")
-        if group.created_at is not None and group.created_at.tzinfo is None:
-            raise ValueError(f"[{i}].created_at: give a timezone offset (e.g. Z)")
+        if group.created_at is not None:
+            # The registry's range, as `track --created-at`: it sets the deadline.
+            try:
+                group.created_at = validate_created_at(group.created_at)
+            except InvalidTimestamp as exc:
+                raise ValueError(f"[{i}].created_at: {exc}") from None
     return groups
 
 
@@ -144,11 +156,21 @@ def track_groups(groups: list[TrackRequest], settings: Settings) -> dict[str, An
     }
 
 
+def raw_header(request: Request, name: bytes) -> bytes | None:
+    """The first `name` header's value as sent: bytes, whatever they are."""
+    for key, value in request.headers.raw:
+        if key.lower() == name:
+            return value
+    return None
+
+
 def _authorized(request: Request, settings: Settings) -> bool:
     assert settings.intake_token is not None
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    expected = settings.intake_token.get_secret_value()
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected)
+    # Bytes on both sides: hmac.compare_digest raises TypeError on str with
+    # non-ASCII characters, and a header may carry any byte.
+    scheme, _, token = (raw_header(request, b"authorization") or b"").partition(b" ")
+    expected = settings.intake_token.get_secret_value().encode()
+    return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected)
 
 
 async def track(request: Request) -> Response:
@@ -272,14 +294,19 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """200 `{"ok": true}` or 503 `{"ok": false}`: all a caller without the intake
+    token gets. With it, also which check failed and the scheduler's ages. No URL
+    or host name for anybody: `mentionsync doctor` has them.
+    """
     from worker.doctor import readiness
 
-    checks = await run_in_threadpool(readiness, get_settings())
-    ready = all(c["ok"] for c in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    settings = get_settings()
+    report = await run_in_threadpool(readiness, settings)
+    status = 200 if report["ok"] else 503
+    token = settings.intake_token
+    if token is None or not token.get_secret_value() or not _authorized(request, settings):
+        return JSONResponse({"ok": report["ok"]}, status_code=status)
+    return JSONResponse(report, status_code=status)
 
 
 async def metrics(request: Request) -> Response:

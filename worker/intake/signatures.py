@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -65,6 +66,12 @@ def verify(
     """
     if not secrets:
         raise SignatureError(401, "no webhook secret is configured")
+    for name in (V1_HEADER, HEX_HEADER, HEX_TIMESTAMP_HEADER):
+        value = headers.get(name)
+        # We sign with hex digits and decimal times: a header with any other
+        # byte cannot be ours (and the comparisons below take ASCII only).
+        if value is not None and not value.isascii():
+            raise SignatureError(401, f"{name} header contains non-ASCII bytes")
     if (v1 := headers.get(V1_HEADER)) is not None:
         return _verify_v1(v1, body, secrets, now=now, tolerance=tolerance)
     if (plain := headers.get(HEX_HEADER)) is not None:
@@ -87,7 +94,7 @@ def _verify_v1(
             timestamp = value.strip()
         elif key == "v1":  # several v1 entries: the vendor signing with two secrets
             candidates.append(value.strip().lower())
-    if timestamp is None or not timestamp.isdigit() or not candidates:
+    if timestamp is None or not (timestamp.isascii() and timestamp.isdigit()) or not candidates:
         raise SignatureError(400, f"malformed {V1_HEADER} header: expected t=<unix>,v1=<hex>")
     signed = timestamp.encode() + b"." + body
     expected = [hmac.new(s.encode(), signed, hashlib.sha256).hexdigest() for s in secrets]
@@ -113,6 +120,8 @@ def _verify_hex(
         sent_at = float(timestamp.strip())
     except ValueError:
         raise SignatureError(400, f"malformed {HEX_TIMESTAMP_HEADER} header") from None
+    if not math.isfinite(sent_at):  # "nan" would pass any freshness check
+        raise SignatureError(400, f"malformed {HEX_TIMESTAMP_HEADER} header")
     expected = [hmac.new(s.encode(), body, hashlib.sha256).hexdigest() for s in secrets]
     if not _any_match(expected, [candidate]):
         raise SignatureError(401, "signature does not match the body")
@@ -121,10 +130,14 @@ def _verify_hex(
 
 def _any_match(expected: list[str], candidates: list[str]) -> bool:
     # Compare every pair, so the time taken says nothing about which one matched.
+    # As bytes: compare_digest raises TypeError on non-ASCII str, and this must
+    # answer False for any input, never raise.
     matched = False
     for want in expected:
         for got in candidates:
-            matched |= hmac.compare_digest(want, got)
+            matched |= hmac.compare_digest(
+                want.encode("utf-8", "surrogatepass"), got.encode("utf-8", "surrogatepass")
+            )
     return matched
 
 
