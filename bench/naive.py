@@ -7,6 +7,7 @@ answer. No Celery, no batching, no rate budget.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from bench.harness import MENTIONLAB_KEY, MENTIONSAPI_KEY
 
+BENCH_KEYS = {"mentionsapi": MENTIONSAPI_KEY, "mentionlab": MENTIONLAB_KEY}
+
 
 def _models_by_table() -> dict[str, type[Any]]:
     from models import Base
@@ -25,34 +28,33 @@ def _models_by_table() -> dict[str, type[Any]]:
     return {m.class_.__table__.name: m.class_ for m in Base.registry.mappers}
 
 
+@functools.cache
+def _settings(base_url: str) -> Any:
+    """Built once: reading settings costs more than the request it describes."""
+    from worker.config import Settings
+
+    return Settings.model_validate(
+        {f"{vendor}_base_url": base_url for vendor in BENCH_KEYS}
+        | {f"{vendor}_api_key": key for vendor, key in BENCH_KEYS.items()}
+    )
+
+
 def fetch_answer(
     client: httpx.Client, base_url: str, vendor: str, project_id: str, external_id: str
 ) -> Any:
-    """One plain GET and the product's normalizer: what both baselines do per id."""
+    """One plain GET and the product's normalizer: what both baselines do per id.
+    URL, headers and rows come from the vendor's own package, not retyped here."""
+    from models import Vendor
     from worker.normalize import parse_json
-    from worker.normalize.mentionlab import normalize_execution
-    from worker.normalize.mentionsapi import normalize_ask
+    from worker.vendors.base import Target
+    from worker.vendors.registry import VENDORS
 
-    if vendor == "mentionsapi":
-        response = client.get(
-            f"{base_url}/v1/ask/{external_id}",
-            headers={"Authorization": f"Bearer {MENTIONSAPI_KEY}"},
-        )
-        response.raise_for_status()
-        return normalize_ask(
-            parse_json(response.content), ask_id=external_id, fetched_at=datetime.now(UTC)
-        )
-    response = client.get(
-        f"{base_url}/api/v1/job-executions/{external_id}",
-        headers={"x-api-key": MENTIONLAB_KEY, "x-project-id": project_id},
-    )
+    spec = VENDORS[Vendor(vendor)]
+    settings = _settings(base_url)
+    target = Target(spec.vendor, external_id, project_id)
+    response = client.get(spec.url(settings, target), headers=spec.headers(settings, target))
     response.raise_for_status()
-    return normalize_execution(
-        parse_json(response.content),
-        job_execution_id=external_id,
-        project_id=project_id,
-        fetched_at=datetime.now(UTC),
-    )
+    return spec.normalize(parse_json(response.content), target=target, fetched_at=datetime.now(UTC))
 
 
 def archive(

@@ -88,7 +88,7 @@ class Timing:
 def ask_answers(n: int) -> Iterator[Normalized]:
     from simulator import Dataset
     from worker.normalize import parse_json
-    from worker.normalize.mentionsapi import normalize_ask
+    from worker.vendors.mentionsapi.normalize import normalize_ask
 
     dataset = Dataset(seed=SEED, anchor=FETCHED_AT, max_pending_polls=0)
     for ask_id in final_ask_ids(SEED, n):
@@ -99,7 +99,7 @@ def ask_answers(n: int) -> Iterator[Normalized]:
 def execution_answers(n: int) -> Iterator[Normalized]:
     from simulator import Dataset
     from worker.normalize import parse_json
-    from worker.normalize.mentionlab import normalize_execution
+    from worker.vendors.mentionlab.normalize import normalize_execution
 
     dataset = Dataset(seed=SEED, anchor=FETCHED_AT, max_pending_polls=0)
     for project_id, execution_id in final_execution_ids(SEED, n):

@@ -9,7 +9,7 @@ from sqlalchemy import JSON, DateTime, MetaData, String, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 # Mirrors Postgres' own default constraint names, so names are stable across
 # dialects and migrations can refer to them.
@@ -65,3 +65,12 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def base_type(type_: TypeEngine[Any]) -> TypeEngine[Any]:
+    """The type a column stores as: a TypeDecorator's underlying type."""
+    if isinstance(type_, TypeDecorator):
+        # An instance once the decorator is built (TypeDecorator.__init__).
+        impl: TypeEngine[Any] = type_.impl  # type: ignore[assignment]
+        return impl
+    return type_

@@ -41,11 +41,11 @@ from tests.fixtures.bodies import provider as _provider
 from tests.helpers import archive_snapshot, cli
 from tests.vendor_stub import Reply, VendorStub
 from worker.analytics.reprocess import reprocess
-from worker.clients import Target
 from worker.config import get_settings
 from worker.db import session_scope
 from worker.registry import label_arguments, register
 from worker.resources import get_resources
+from worker.vendors.base import Target
 
 PROJECT = "proj-hostile-0001"
 # Every string a careless pipeline mangles: emoji (astral, ZWJ sequences), quotes,

@@ -30,7 +30,6 @@ from tests.helpers import MENTIONSYNC, cli
 from worker.config import get_settings
 from worker.db import session_scope
 from worker.intake.app import create_app
-from worker.intake.signatures import sign_hex, sign_v1
 from worker.intake.webhooks import _created
 from worker.registry import (
     InvalidId,
@@ -40,6 +39,7 @@ from worker.registry import (
     validate_created_at,
     validate_project_id,
 )
+from worker.vendors.mentionsapi.signatures import sign_hex, sign_v1
 
 TOKEN = f"it_{secrets.token_hex(20)}"
 SECRET = f"whsec_{secrets.token_hex(20)}"

@@ -34,7 +34,7 @@ from tests.expected import check_ask
 from tests.helpers import MENTIONSYNC, archive_snapshot, cli
 from worker.db import session_scope
 from worker.intake.app import create_app
-from worker.intake.signatures import sign_hex, sign_v1
+from worker.vendors.mentionsapi.signatures import sign_hex, sign_v1
 
 TOKEN = f"it_{secrets.token_hex(20)}"
 SECRET = f"whsec_{secrets.token_hex(20)}"

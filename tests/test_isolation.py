@@ -19,13 +19,12 @@ import orjson
 import pytest
 from sqlalchemy import func, select, update
 
-import worker.clients.mentionsapi as mentionsapi_client
 import worker.poller as poller
+import worker.vendors.mentionsapi.spec as mentionsapi_client
 from models import Ask, JobExecution, TrackedId, TrackedState, Vendor, VendorAccount, utcnow
 from tests.fixtures.bodies import ask_body, dumps, run_body, run_id
 from tests.helpers import cli
 from tests.vendor_stub import Reply, VendorStub
-from worker.clients import Target
 from worker.config import get_settings
 from worker.db import session_scope
 from worker.poller import (
@@ -39,6 +38,7 @@ from worker.poller import (
 from worker.ratelimit import pause_seconds, retry_after_seconds
 from worker.registry import label_arguments, register
 from worker.resources import get_resources
+from worker.vendors.base import Target
 
 PROJECT_OK = "proj-ok"
 PROJECT_BAD = "proj-revoked"

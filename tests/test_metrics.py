@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, text, update
 
@@ -23,7 +23,7 @@ from simulator import Dataset
 from tests.helpers import MENTIONSYNC, celery_worker_with_beat, pending, register_dataset
 from worker.config import get_settings
 from worker.db import session_scope
-from worker.metrics import exporter_registry, start_http_server
+from worker.exporter import exporter_registry
 from worker.poller import claim_batches, process_claim
 from worker.registry import label_arguments, register
 
@@ -74,7 +74,7 @@ def exporter() -> Iterator[str]:
             time.sleep(0.1)
     yield url
     process.send_signal(signal.SIGINT)
-    process.wait(10)
+    process.wait(30)  # a loaded CI machine is slow to stop it
 
 
 def test_the_exporter_serves_database_gauges(exporter: str) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from worker.normalize import PayloadError
-from worker.normalize.mentionlab import created_at, normalize_execution
+from worker.vendors.mentionlab.normalize import created_at, normalize_execution
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 PROJECT = "11111111-2222-4333-8444-555555555555"

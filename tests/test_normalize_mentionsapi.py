@@ -11,7 +11,7 @@ import pytest
 
 from worker.normalize import PayloadError, parse_json
 from worker.normalize.common import parse_document
-from worker.normalize.mentionsapi import normalize_ask
+from worker.vendors.mentionsapi.normalize import normalize_ask
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

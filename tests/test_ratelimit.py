@@ -15,7 +15,6 @@ import httpx
 import pytest
 import redis
 
-from models import Vendor
 from tests.conftest import REDIS_URL
 from worker.ratelimit import (
     HEADROOM,
@@ -26,6 +25,7 @@ from worker.ratelimit import (
     budget_from_headers,
     pause_seconds,
 )
+from worker.vendors.registry import MENTIONLAB, MENTIONSAPI
 
 BUDGET = Budget(rate=10.0, burst=3.0)
 INTERVAL = 1 / BUDGET.effective_rate
@@ -128,14 +128,14 @@ def test_budget_from_headers_reads_the_documented_plans() -> None:
     def h(limit: str) -> httpx.Headers:
         return httpx.Headers({"X-RateLimit-Limit": limit})
 
-    assert budget_from_headers(Vendor.MENTIONSAPI, h("5")) == Budget(1.0, 5.0)
-    assert budget_from_headers(Vendor.MENTIONSAPI, h("120")) == Budget(60.0, 120.0)
-    assert budget_from_headers(Vendor.MENTIONSAPI, h("64")) == Budget(32.0, 64.0)
+    assert budget_from_headers(MENTIONSAPI, h("5")) == Budget(1.0, 5.0)
+    assert budget_from_headers(MENTIONSAPI, h("120")) == Budget(60.0, 120.0)
+    assert budget_from_headers(MENTIONSAPI, h("64")) == Budget(32.0, 64.0)
     # MentionLab's docs disagree on the unit: keep the safe rate, take the burst.
-    assert budget_from_headers(Vendor.MENTIONLAB, h("20")) == Budget(2.0, 20.0)
+    assert budget_from_headers(MENTIONLAB, h("20")) == Budget(2.0, 20.0)
     for bad in ("", "abc", "0", "-3", "nan", "inf"):
-        assert budget_from_headers(Vendor.MENTIONSAPI, h(bad)) is None
-    assert budget_from_headers(Vendor.MENTIONSAPI, httpx.Headers()) is None
+        assert budget_from_headers(MENTIONSAPI, h(bad)) is None
+    assert budget_from_headers(MENTIONSAPI, httpx.Headers()) is None
 
 
 def test_pause_comes_from_retry_after_else_reset() -> None:
@@ -148,7 +148,7 @@ def test_pause_comes_from_retry_after_else_reset() -> None:
 
 def test_key_budget_learns_from_headers_and_pauses_on_429() -> None:
     slept: list[float] = []
-    budget = KeyBudget(Vendor.MENTIONSAPI, shared(), configured=None, sleep=slept.append)
+    budget = KeyBudget(MENTIONSAPI, shared(), configured=None, sleep=slept.append)
     assert budget.budget == Budget(1.0, 5.0)  # safe until the vendor says otherwise
     budget.observe(200, httpx.Headers({"X-RateLimit-Limit": "40", "X-RateLimit-Remaining": "39"}))
     assert budget.budget == Budget(20.0, 40.0)
@@ -156,7 +156,7 @@ def test_key_budget_learns_from_headers_and_pauses_on_429() -> None:
     refused = budget.acquire(max_wait=1.0)
     assert refused is not None and refused == pytest.approx(3.0, abs=0.05)
     assert budget.acquire(max_wait=10.0) is None and slept[-1] == pytest.approx(3.0, abs=0.05)
-    configured = KeyBudget(Vendor.MENTIONLAB, shared(), configured=Budget(50, 50))
+    configured = KeyBudget(MENTIONLAB, shared(), configured=Budget(50, 50))
     configured.observe(200, httpx.Headers({"X-RateLimit-Limit": "5"}))
     assert configured.budget == Budget(50, 50)
     assert HEADROOM < 1
@@ -196,7 +196,7 @@ def test_a_fast_key_takes_its_slots_a_few_at_a_time_and_drops_stale_ones() -> No
     now = [1000.0]
     counting = CountingBucket(shared())
     fast = KeyBudget(
-        Vendor.MENTIONSAPI, counting, Budget(1000, 1000), sleep=lambda _: None, clock=lambda: now[0]
+        MENTIONSAPI, counting, Budget(1000, 1000), sleep=lambda _: None, clock=lambda: now[0]
     )
     assert all(fast.acquire(max_wait=1.0) is None for _ in range(64))
     # 50 ms of a 970/s budget is 48 slots, capped at 16: four round trips for 64 requests.
@@ -207,14 +207,14 @@ def test_a_fast_key_takes_its_slots_a_few_at_a_time_and_drops_stale_ones() -> No
     assert counting.calls == [16] * 6
 
     slow_counting = CountingBucket(shared())
-    slow = KeyBudget(Vendor.MENTIONSAPI, slow_counting, Budget(2, 2), sleep=lambda _: None)
+    slow = KeyBudget(MENTIONSAPI, slow_counting, Budget(2, 2), sleep=lambda _: None)
     assert slow.acquire(max_wait=60) is None and slow.acquire(max_wait=60) is None
     assert slow_counting.calls == [1, 1]  # a slow key never holds slots it may not use
 
 
 def test_a_429_drops_slots_taken_before_it() -> None:
     slept: list[float] = []
-    budget = KeyBudget(Vendor.MENTIONSAPI, shared(), Budget(1000, 1000), sleep=slept.append)
+    budget = KeyBudget(MENTIONSAPI, shared(), Budget(1000, 1000), sleep=slept.append)
     assert budget.acquire(max_wait=1.0) is None  # holds 15 more slots now
     budget.observe(429, httpx.Headers({"Retry-After": "2"}))
     assert budget.acquire(max_wait=10.0) is None

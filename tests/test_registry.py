@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import func, select
 
 from models import TrackedId, TrackedState, Vendor
-from worker.clients.base import path_segment
 from worker.config import get_settings
 from worker.db import session_scope
 from worker.registry import InvalidId, read_lines, register, validate_external_id
+from worker.vendors.base import path_segment
 
 
 @pytest.mark.parametrize(

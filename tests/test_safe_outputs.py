@@ -30,9 +30,9 @@ from tests.helpers import MENTIONSYNC, cli
 from worker.config import get_settings
 from worker.db import session_scope
 from worker.migrate import upgrade
-from worker.normalize.mentionsapi import normalize_ask
 from worker.registry import label_arguments, register
 from worker.store import upsert_answers
+from worker.vendors.mentionsapi.normalize import normalize_ask
 
 FETCHED = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
 WIDE = 123456789012345678901234567890

@@ -30,11 +30,11 @@ from sqlalchemy import select, text
 from models import Ask, QuarantinedPayload, TrackedId, TrackedState, Vendor
 from simulator import Dataset
 from tests.helpers import cli
-from worker.clients.base import build_http_client
 from worker.config import Settings, fingerprint, get_settings
 from worker.db import get_engine, session_scope
 from worker.logs import JSONFormatter, RedactingFilter, TextFormatter, install_filter, setup_logging
 from worker.registry import label_arguments, register
+from worker.vendors.client import build_http_client
 
 MA_KEY = f"lvk_live_{secrets.token_hex(16)}"
 ML_KEY = f"ml_live_{secrets.token_hex(16)}"

@@ -22,9 +22,9 @@ from tests.test_normalize_mentionlab import PROJECT, RUN_ID
 from tests.test_normalize_mentionsapi import ASK_ID
 from tests.test_normalize_mentionsapi import DOC_EXAMPLE as ASK
 from worker.db import session_scope
-from worker.normalize.mentionlab import normalize_execution
-from worker.normalize.mentionsapi import normalize_ask
 from worker.store import upsert_answers
+from worker.vendors.mentionlab.normalize import normalize_execution
+from worker.vendors.mentionsapi.normalize import normalize_ask
 
 T1 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -19,8 +19,8 @@ from simulator import Dataset
 from tests.helpers import cli
 from worker.config import get_settings
 from worker.db import session_scope
+from worker.exporter import database_registry
 from worker.intake.webhooks import apply_delivery, parse_envelope
-from worker.metrics import database_registry
 from worker.poller import claim_batches, process_claim
 from worker.registry import label_arguments, register
 

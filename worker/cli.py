@@ -19,7 +19,6 @@ from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, utcnow
 from worker.config import ConfigError, get_settings
 from worker.doctor import doctor
 from worker.intake import serve
-from worker.metrics import metrics_command
 
 err = Console(stderr=True)
 out = Console()
@@ -94,10 +93,28 @@ def main(log_format: str | None, log_level: str | None) -> None:
     setup_logging(settings)
 
 
-# The operations commands live in their own modules: `serve` (worker/intake),
-# `metrics` (worker/metrics.py) and `doctor` (worker/doctor.py).
-for _command in (serve, metrics_command, doctor):
+# The operations commands live in their own modules: `serve` (worker/intake)
+# and `doctor` (worker/doctor.py).
+for _command in (serve, doctor):
     main.add_command(_command)
+
+
+@main.command("metrics")
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 in a container.")
+@click.option("--port", type=int, default=9800, show_default=True)
+def metrics_command(host: str, port: int) -> None:
+    """Serve the Prometheus exporter: database gauges (and this machine's worker
+    counters when PROMETHEUS_MULTIPROC_DIR is shared with the workers)."""
+    from prometheus_client import start_http_server
+
+    from worker.exporter import exporter_registry
+
+    server, thread = start_http_server(port, addr=host, registry=exporter_registry())
+    click.echo(f"serving metrics on http://{host}:{port}/metrics", err=True)
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.shutdown()
 
 
 # --- db -----------------------------------------------------------------------

@@ -9,6 +9,9 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.vendors.mentionlab.settings import MentionLabSettings
+from worker.vendors.mentionsapi.settings import MentionsAPISettings
+
 
 def fingerprint(secret: SecretStr | str | None) -> str:
     """A short, stable, non-reversible tag for a secret, safe to log and store."""
@@ -20,7 +23,10 @@ def fingerprint(secret: SecretStr | str | None) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:12]
 
 
-class Settings(BaseSettings):
+class Settings(MentionsAPISettings, MentionLabSettings, BaseSettings):
+    """Every setting. Each vendor's own (`{vendor}_base_url`, `_api_key`,
+    `_rate_limit`, `_rate_burst`, ...) come from its package's mixin."""
+
     # An empty variable counts as unset: `.env` files (and compose's env_file)
     # often hold `KEY=`, and an empty key must not look like a configured one.
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
@@ -33,17 +39,6 @@ class Settings(BaseSettings):
     # Redis; without Redis, budgets are kept per process.
     redis_url: str | None = None
 
-    mentionsapi_base_url: str = "https://api.mentionsapi.com"
-    mentionsapi_api_key: SecretStr | None = None
-    mentionlab_base_url: str = "https://api.mentionlab.io"
-    mentionlab_api_key: SecretStr | None = None
-
-    # Request budget per key (requests/s and burst). Unset: learned from the
-    # X-RateLimit-Limit header through the documented plans, safe until then.
-    mentionsapi_rate_limit: float | None = Field(None, gt=0)
-    mentionsapi_rate_burst: float | None = Field(None, ge=1)
-    mentionlab_rate_limit: float | None = Field(None, gt=0)
-    mentionlab_rate_burst: float | None = Field(None, ge=1)
     rate_limit_local_share: float = Field(
         0.25, gt=0, le=1, description="Share of a key's budget one process uses without Redis."
     )
@@ -122,11 +117,6 @@ class Settings(BaseSettings):
     intake_max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Larger request bodies are refused (413)."
     )
-    mentionsapi_webhook_secret: SecretStr | None = Field(
-        None,
-        description="Signing secret of MentionsAPI webhooks (several: comma-separated, while"
-        " rotating); unset: deliveries are refused.",
-    )
     webhook_tolerance_seconds: float = Field(
         300.0, gt=0, description="A signed timestamp further than this from now is stale."
     )
@@ -168,25 +158,21 @@ class Settings(BaseSettings):
             return self.celery_broker_url
         return None
 
+    # Every vendor's mixin names its fields `{vendor}_...` (worker/vendors/*/settings.py).
+    def base_url(self, vendor: str) -> str:
+        return str(getattr(self, f"{vendor}_base_url"))
+
     def api_key(self, vendor: str) -> SecretStr | None:
-        return self.mentionsapi_api_key if vendor == "mentionsapi" else self.mentionlab_api_key
+        key: SecretStr | None = getattr(self, f"{vendor}_api_key")
+        return key
 
     def rate_limit(self, vendor: str) -> float | None:
-        return (
-            self.mentionsapi_rate_limit if vendor == "mentionsapi" else self.mentionlab_rate_limit
-        )
+        rate: float | None = getattr(self, f"{vendor}_rate_limit")
+        return rate
 
     def rate_burst(self, vendor: str) -> float | None:
-        return (
-            self.mentionsapi_rate_burst if vendor == "mentionsapi" else self.mentionlab_rate_burst
-        )
-
-    def webhook_secrets(self) -> list[str]:
-        """Every secret a delivery may be signed with (comma-separated, for rotation)."""
-        raw = self.mentionsapi_webhook_secret
-        if raw is None:
-            return []
-        return [s.strip() for s in raw.get_secret_value().split(",") if s.strip()]
+        burst: float | None = getattr(self, f"{vendor}_rate_burst")
+        return burst
 
     def key_fingerprint(self, vendor: str) -> str:
         return fingerprint(self.api_key(vendor))

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from worker.config import Settings
+from worker.vendors.registry import VENDORS
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SKEW_WARN_SECONDS = 5.0
@@ -248,21 +249,24 @@ def check_configuration(settings: Settings) -> list[Check]:
                 "use a long random token, e.g. `openssl rand -hex 32`",
             )
         )
-    if not settings.webhook_secrets():
-        checks.append(
-            Check(
-                "webhook secret",
-                WARN,
-                "unset: MentionsAPI deliveries are refused (polling still archives everything)",
-                "set MENTIONSAPI_WEBHOOK_SECRET to the secret of your webhook endpoint",
+    for spec in VENDORS.values():
+        if spec.sends_webhooks and not settings.webhook_secrets():
+            checks.append(
+                Check(
+                    "webhook secret",
+                    WARN,
+                    f"unset: {spec.title} deliveries are refused (polling still archives"
+                    " everything)",
+                    f"set {spec.vendor.upper()}_WEBHOOK_SECRET to the secret of your webhook"
+                    " endpoint",
+                )
             )
-        )
     if settings.alert_webhook_url is None:
         checks.append(
             Check("alerts", WARN, "ALERT_WEBHOOK_URL unset: nobody is told when ids are at risk")
         )
     for vendor in Vendor:
-        url = getattr(settings, f"{vendor.value}_base_url")
+        url = settings.base_url(vendor)
         if not url.startswith("https://") and not _is_loopback(url):
             checks.append(
                 Check(
@@ -296,10 +300,6 @@ def check_shared_redis(settings: Settings) -> Check | None:
     return Check("rate budget", OK, _safe_url(url))
 
 
-# The probe's id, and MentionLab's project id when no MentionLab id is tracked.
-NOBODYS_UUID = "00000000-0000-4000-8000-000000000000"
-
-
 def check_vendors(settings: Settings) -> tuple[list[Check], list[tuple[str, float]]]:
     """One cheap authenticated request per configured vendor: an id nobody has.
 
@@ -308,8 +308,8 @@ def check_vendors(settings: Settings) -> tuple[list[Check], list[tuple[str, floa
     read from its Date header.
     """
     from models import Vendor
-    from worker.clients import Target
     from worker.resources import get_resources
+    from worker.vendors.base import Target
 
     checks: list[Check] = []
     skews: list[tuple[str, float]] = []
@@ -318,13 +318,14 @@ def check_vendors(settings: Settings) -> tuple[list[Check], list[tuple[str, floa
         if settings.api_key(vendor) is None:
             continue
         client = resources.clients[vendor]
-        project = _any_project(vendor) if vendor is Vendor.MENTIONLAB else ""
-        probe = NOBODYS_UUID if vendor is Vendor.MENTIONLAB else "ask_mentionsync_doctor_probe"
+        spec = client.spec
+        tracked_project = _any_project(vendor) if spec.needs_project else None
+        project = spec.project_for_probe(tracked_project) if spec.needs_project else ""
         sent = time.time()
-        raw = client.get(Target(vendor, probe, project))
+        raw = client.get(Target(vendor, spec.probe_id, project))
         received = time.time()
         name = f"{vendor} api"
-        base = getattr(settings, f"{vendor.value}_base_url")
+        base = settings.base_url(vendor)
         if raw.status is None:
             checks.append(
                 Check(
@@ -335,9 +336,9 @@ def check_vendors(settings: Settings) -> tuple[list[Check], list[tuple[str, floa
                 )
             )
             continue
-        if raw.status == 403 and project == NOBODYS_UUID:
-            # No MentionLab id is tracked yet, so the probe named a made-up project:
-            # a 403 may only mean the key has no access to that project.
+        if raw.status == 403 and spec.needs_project and not tracked_project:
+            # No id of this vendor is tracked yet, so the probe named a made-up
+            # project: a 403 may only mean the key has no access to that project.
             checks.append(
                 Check(
                     name,
@@ -351,7 +352,7 @@ def check_vendors(settings: Settings) -> tuple[list[Check], list[tuple[str, floa
                 Check(
                     name,
                     FAIL,
-                    f"{base} refused the key (HTTP {raw.status}): {client.error_reason(raw)}",
+                    f"{base} refused the key (HTTP {raw.status}): {spec.error_reason(raw)}",
                     f"check {vendor.upper()}_API_KEY (fingerprint "
                     f"{settings.key_fingerprint(vendor)}) and the account's plan",
                 )
@@ -447,8 +448,8 @@ def run_checks(settings: Settings, *, vendors: bool = True) -> list[Check]:
     return checks
 
 
-def _any_project(vendor: Any) -> str:
-    """A MentionLab project this deployment tracks (the header is required)."""
+def _any_project(vendor: Any) -> str | None:
+    """A project this deployment tracks for a vendor whose requests name one."""
     from sqlalchemy import select
 
     from models import TrackedId
@@ -461,7 +462,7 @@ def _any_project(vendor: Any) -> str:
             )
     except Exception:
         project = None
-    return project or NOBODYS_UUID
+    return project or None
 
 
 def _safe_url(url: str) -> str:

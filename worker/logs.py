@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from models import Vendor
 from worker.config import Settings
 
 # Header values that must never reach a log line, whatever logged them.
@@ -119,8 +120,7 @@ def secrets_of(settings: Settings) -> list[str]:
     found = [
         s.get_secret_value()
         for s in (
-            settings.mentionsapi_api_key,
-            settings.mentionlab_api_key,
+            *(settings.api_key(vendor) for vendor in Vendor),
             settings.intake_token,
             settings.alert_webhook_url,
         )

@@ -7,117 +7,27 @@ without a server.
 
 from __future__ import annotations
 
-import enum
 import random
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from models import TrackedState, Vendor
 from worker.config import Settings
-from worker.normalize import Normalized
+from worker.outcome import Action, Outcome, Rule, TrackedView
+from worker.vendors.registry import VENDORS
+
+__all__ = ["POLICIES", "Action", "Outcome", "Rule", "TrackedView", "plan", "rule_for"]
 
 
-class Action(enum.StrEnum):
-    INSPECT = "inspect"  # 200/202: the body says whether the answer is final
-    ARCHIVE = "archive"  # final body: store it (archived, or failed with its error)
-    POLL_LATER = "poll_later"  # still queued/processing/pending/retrying
-    RETRY = "retry"  # transient: back off with jitter; burns an attempt
-    THROTTLE = "throttle"  # 429: wait Retry-After, pause the key; burns nothing
-    PAUSE_ACCOUNT = "pause_account"  # the key is refused: pause it; burns nothing
-    CONFIRM_NOT_FOUND = "confirm_not_found"  # 404: not_found after N in a row
-    EXPIRE = "expire"  # 410: past retention; a recorded loss
-    REJECT = "reject"  # the vendor says the id itself is invalid
-    QUARANTINE = "quarantine"  # body cannot be archived: keep it raw; re-fetch, then give up
-
-
-TRANSPORT_ERROR = "transport"  # connect error, timeout, reset: no HTTP status
-OTHER_STATUS = "other"
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    action: Action
-    why: str
-
-
-_COMMON: dict[int | str, Rule] = {
-    200: Rule(Action.INSPECT, "final or pending, by the body's status"),
-    400: Rule(Action.REJECT, "the id is malformed or oversized; never retried"),
-    401: Rule(Action.PAUSE_ACCOUNT, "key missing or revoked: pause the key, keep attempts"),
-    402: Rule(Action.PAUSE_ACCOUNT, "payment required: pause the key, keep attempts"),
-    403: Rule(Action.PAUSE_ACCOUNT, "key lacks access: pause the key, keep attempts"),
-    404: Rule(Action.CONFIRM_NOT_FOUND, "a fresh id can lag: not_found after N in a row"),
-    409: Rule(Action.REJECT, "conflict: never retried"),
-    422: Rule(Action.REJECT, "unprocessable id: never retried"),
-    429: Rule(Action.THROTTLE, "wait Retry-After on the whole key; no attempt burned"),
-    500: Rule(Action.RETRY, "server error: exponential backoff with jitter"),
-    502: Rule(Action.RETRY, "bad gateway: exponential backoff with jitter"),
-    503: Rule(Action.RETRY, "unavailable: honour Retry-After, else back off"),
-    504: Rule(Action.RETRY, "gateway timeout: exponential backoff with jitter"),
-    TRANSPORT_ERROR: Rule(Action.RETRY, "connect error, timeout or reset: back off"),
-    OTHER_STATUS: Rule(Action.RETRY, "unexpected status: back off, then `error`"),
-}
-
-POLICIES: dict[Vendor, dict[int | str, Rule]] = {
-    Vendor.MENTIONSAPI: {
-        **_COMMON,
-        202: Rule(Action.INSPECT, "queued or processing: poll again later"),
-        410: Rule(Action.EXPIRE, "older than the 30-day retention: recorded as lost"),
-    },
-    Vendor.MENTIONLAB: {
-        **_COMMON,
-        # MentionLab checks the project (x-project-id) per request: a 403 says this
-        # project is refused (mistyped, revoked), not the key, so it stays with
-        # that project's ids. A refused key answers 401.
-        403: Rule(Action.RETRY, "project refused: its ids back off, then `error`; others go on"),
-        # Not documented for MentionLab; if it comes, it means the same.
-        410: Rule(Action.EXPIRE, "past retention: recorded as lost"),
-    },
+# Each vendor's table: the common rules with its own overrides (worker/vendors).
+POLICIES: dict[Vendor, Mapping[int | str, Rule]] = {
+    spec.vendor: spec.rules for spec in VENDORS.values()
 }
 
 
 def rule_for(vendor: Vendor, status: int | None) -> Rule:
-    table = POLICIES[vendor]
-    if status is None:
-        return table[TRANSPORT_ERROR]
-    return table.get(status) or table[OTHER_STATUS]
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What a fetch of one id came to, before it is applied to the database."""
-
-    action: Action
-    http_status: int | None
-    reason: str | None = None
-    answer: Normalized | None = None
-    final_state: TrackedState | None = None  # for ARCHIVE: archived or failed
-    retry_after: float | None = None
-    remote_created_at: datetime | None = None
-    body: bytes | None = None  # for QUARANTINE
-    body_truncated: bool = False
-    # False when the request was never sent (its batch stopped after a refusal).
-    sent: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class TrackedView:
-    """The parts of a tracked id that the plan depends on."""
-
-    id: int
-    vendor: Vendor
-    project_id: str
-    external_id: str
-    deadline_at: datetime
-    attempts: int
-    consecutive_errors: int
-    not_found_streak: int
-    invalid_payload_streak: int
-    remote_created_at: datetime | None
-    # Only for the archive-lag metric: when the answer could first have been seen final.
-    registered_at: datetime | None = None
-    last_polled_at: datetime | None = None
+    return VENDORS[vendor].rule_for(status)
 
 
 def _jitter(seconds: float, rng: random.Random) -> float:

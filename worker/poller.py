@@ -30,13 +30,13 @@ from models import (
     VendorAccount,
     utcnow,
 )
-from worker.clients import Target
 from worker.config import Settings
 from worker.db import session_scope
 from worker.metrics import observe_polled_batch
 from worker.policy import Action, Outcome, TrackedView, plan
 from worker.resources import get_resources
 from worker.store import dialect_insert, upsert_answers
+from worker.vendors.base import Target
 
 log = logging.getLogger("mentionsync.poller")
 _rng = random.Random()

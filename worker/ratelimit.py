@@ -43,14 +43,6 @@ from worker.config import Settings
 
 log = logging.getLogger("mentionsync.ratelimit")
 
-# MentionsAPI plans (api-notes): X-RateLimit-Limit is the burst; sustained rate by plan.
-MENTIONSAPI_PLANS: dict[int, float] = {5: 1.0, 10: 5.0, 40: 20.0, 120: 60.0, 1000: 500.0}
-# Until a header says otherwise: the cheapest documented plan of each vendor
-# (MentionsAPI Free 1/s burst 5; MentionLab's stricter page, 120/min burst 20).
-SAFE_DEFAULTS: dict[Vendor, tuple[float, float]] = {
-    Vendor.MENTIONSAPI: (1.0, 5.0),
-    Vendor.MENTIONLAB: (2.0, 20.0),
-}
 # Aim a little under the vendor's rate: arrival jitter on the network must not
 # turn an exactly-at-the-limit request stream into 429s.
 HEADROOM = 0.97
@@ -73,7 +65,19 @@ class Budget:
         return self.rate * HEADROOM
 
 
-def budget_from_headers(vendor: Vendor, headers: httpx.Headers) -> Budget | None:
+class RatePlan(Protocol):
+    """What a vendor says about its keys' budgets (its VendorSpec)."""
+
+    @property
+    def vendor(self) -> Vendor: ...
+
+    @property
+    def safe_budget(self) -> Budget: ...
+
+    def budget_from_limit(self, limit: float) -> Budget: ...
+
+
+def budget_from_headers(plan: RatePlan, headers: httpx.Headers) -> Budget | None:
     """What the vendor's headers say about the key's plan, if anything."""
     raw = headers.get("x-ratelimit-limit")
     try:
@@ -82,12 +86,7 @@ def budget_from_headers(vendor: Vendor, headers: httpx.Headers) -> Budget | None
         return None
     if not math.isfinite(limit) or limit < 1:
         return None
-    if vendor is Vendor.MENTIONSAPI:
-        # Every paid plan's burst is twice its sustained rate; Free is the exception.
-        return Budget(MENTIONSAPI_PLANS.get(int(limit), limit / 2), limit)
-    # MentionLab's pages disagree on what the limit counts (per second or per
-    # minute), so only the burst is taken from it; the rate stays configured/safe.
-    return Budget(SAFE_DEFAULTS[vendor][0], limit)
+    return plan.budget_from_limit(limit)
 
 
 # A vendor's Retry-After or reset header is honoured up to this many seconds
@@ -336,14 +335,15 @@ class KeyBudget:
 
     def __init__(
         self,
-        vendor: Vendor,
+        plan: RatePlan,
         bucket: Bucket,
         configured: Budget | None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         max_pause: float = DEFAULT_MAX_PAUSE_SECONDS,
     ) -> None:
-        self.vendor = vendor
+        self.plan = plan
+        self.vendor = plan.vendor
         self.max_pause = max_pause
         self.bucket = bucket
         self.configured = configured
@@ -360,7 +360,7 @@ class KeyBudget:
             return self.configured
         if self.learned is not None:
             return self.learned
-        return Budget(*SAFE_DEFAULTS[self.vendor])
+        return self.plan.safe_budget
 
     def acquire(self, max_wait: float) -> float | None:
         max_wait = max(0.0, max_wait)
@@ -388,7 +388,7 @@ class KeyBudget:
         if status is None:
             return
         if self.configured is None:
-            learned = budget_from_headers(self.vendor, headers)
+            learned = budget_from_headers(self.plan, headers)
             if learned is not None and learned != self.learned:
                 log.info(
                     "%s rate budget from headers: %.1f/s, burst %.0f",
@@ -428,7 +428,8 @@ def configured_budget(settings: Settings, vendor: Vendor) -> Budget | None:
     return Budget(rate, burst)
 
 
-def build_limiter(settings: Settings, vendor: Vendor) -> RateLimiter:
+def build_limiter(settings: Settings, plan: RatePlan) -> RateLimiter:
+    vendor = plan.vendor
     bucket: Bucket
     url = settings.shared_redis_url
     if url is None:
@@ -443,7 +444,7 @@ def build_limiter(settings: Settings, vendor: Vendor) -> RateLimiter:
             client, key, settings.rate_limit_local_share, label, settings.max_retry_after_seconds
         )
     return KeyBudget(
-        vendor,
+        plan,
         bucket,
         configured_budget(settings, vendor),
         max_pause=settings.max_retry_after_seconds,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import unicodedata
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,8 +12,9 @@ from sqlalchemy.orm import Session
 from models import TrackedId, Vendor, utcnow
 from worker.config import Settings
 from worker.store import dialect_insert
+from worker.vendors.registry import VENDORS
 
-MAX_ID_LENGTH = 256  # the vendors' own limit (MentionsAPI answers 400 above it)
+MAX_ID_LENGTH = 256  # the vendors' own limit (longer ids are answered 400)
 # Creation times a caller may give (`--created-at`, `created_at` of /v1/track).
 # They set the retention deadline: one before the vendors existed or from the
 # future is a typo (or a unit mistake), and one near datetime's limits would
@@ -53,6 +53,15 @@ class Registration:
 
 def validate_external_id(vendor: Vendor, value: str) -> str:
     """Return the id to store, or raise InvalidId with a reason a user can act on."""
+    value = _common_checks(value)
+    try:
+        return VENDORS[vendor].canonical_id(value)
+    except ValueError as exc:
+        raise InvalidId(str(exc)) from None
+
+
+def _common_checks(value: str) -> str:
+    """What no vendor's id (nor a project id) may be: it goes into a URL path."""
     if value == "":
         raise InvalidId("empty id")
     if len(value) > MAX_ID_LENGTH:
@@ -66,20 +75,14 @@ def validate_external_id(vendor: Vendor, value: str) -> str:
             raise InvalidId(f"contains {_FORBIDDEN[ch]}, which is not allowed in an id")
     if value in (".", ".."):
         raise InvalidId("is a path segment ('.' or '..'), not an id")
-    if vendor is Vendor.MENTIONLAB:
-        try:
-            # Canonical lowercase form, as the vendor returns it in bodies.
-            return str(uuid.UUID(value))
-        except ValueError:
-            raise InvalidId("not a UUID (MentionLab job execution ids are UUIDs)") from None
     return value
 
 
 def validate_project_id(value: str) -> str:
-    """A MentionLab project id: it travels in the `x-project-id` header, which
-    httpx encodes as ASCII, so anything else would only fail at the first poll."""
+    """A project id: it travels in a request header, which httpx encodes as
+    ASCII, so anything else would only fail at the first poll."""
     try:
-        value = validate_external_id(Vendor.MENTIONSAPI, value)
+        value = _common_checks(value)
     except InvalidId as exc:
         raise InvalidId(f"project id {exc}") from None
     for ch in value:

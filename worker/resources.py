@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import httpx
 
 from models import Vendor
-from worker.clients import MentionLabClient, MentionsAPIClient, VendorClient
-from worker.clients.base import build_http_client
 from worker.config import Settings, get_settings
 from worker.ratelimit import build_limiter
+from worker.vendors.client import VendorClient, build_http_client
+from worker.vendors.registry import VENDORS
 
 
 @dataclass
@@ -93,12 +93,8 @@ def get_resources() -> Resources:
                 settings=settings,
                 http=http,
                 clients={
-                    Vendor.MENTIONSAPI: MentionsAPIClient(
-                        http, settings, build_limiter(settings, Vendor.MENTIONSAPI)
-                    ),
-                    Vendor.MENTIONLAB: MentionLabClient(
-                        http, settings, build_limiter(settings, Vendor.MENTIONLAB)
-                    ),
+                    vendor: VendorClient(spec, http, settings, build_limiter(settings, spec))
+                    for vendor, spec in VENDORS.items()
                 },
                 pool=ThreadPoolExecutor(settings.fetch_concurrency, thread_name_prefix="fetch"),
                 pid=os.getpid(),

@@ -23,6 +23,7 @@ from models.tracking import RECOVERED_PREDICATE
 from worker.config import Settings
 from worker.heartbeat import describe, read_state
 from worker.poller import account_gate
+from worker.vendors.registry import VENDORS
 
 SAMPLE = 10
 
@@ -93,7 +94,7 @@ def collect_status(session: Session, settings: Settings, now: datetime) -> dict[
         accounts[vendor.value] = {
             "configured": settings.api_key(vendor) is not None,
             "key_fingerprint": settings.key_fingerprint(vendor),
-            "base_url": getattr(settings, f"{vendor.value}_base_url"),
+            "base_url": settings.base_url(vendor),
             "paused": reason,
         }
 
@@ -134,23 +135,29 @@ def collect_status(session: Session, settings: Settings, now: datetime) -> dict[
 
 
 def refused_projects(session: Session) -> list[dict[str, Any]]:
-    """MentionLab projects whose ids were last answered 403 (mistyped or revoked):
-    per project, its ids by state and one reason. The key keeps working for every
-    other project; these ids use up their attempts and end in `error`."""
+    """Projects whose ids were last answered 403 (mistyped or revoked), for the
+    vendors whose requests name a project: per project, its ids by state and one
+    reason. The key keeps working for every other project; these ids use up
+    their attempts and end in `error`."""
+    vendors = [v for v, spec in VENDORS.items() if spec.needs_project]
     rows = session.execute(
         select(
+            TrackedId.vendor,
             TrackedId.project_id,
             TrackedId.state,
             func.count(),
             func.max(TrackedId.last_error),
         )
-        .where(TrackedId.vendor == Vendor.MENTIONLAB, TrackedId.last_http_status == 403)
-        .group_by(TrackedId.project_id, TrackedId.state)
-        .order_by(TrackedId.project_id)
+        .where(TrackedId.vendor.in_(vendors), TrackedId.last_http_status == 403)
+        .group_by(TrackedId.vendor, TrackedId.project_id, TrackedId.state)
+        .order_by(TrackedId.vendor, TrackedId.project_id)
     ).all()
-    projects: dict[str, dict[str, Any]] = {}
-    for project, state, n, reason in rows:
-        entry = projects.setdefault(project, {"project_id": project, "ids": 0, "states": {}})
+    projects: dict[tuple[str, str], dict[str, Any]] = {}
+    for vendor, project, state, n, reason in rows:
+        entry = projects.setdefault(
+            (vendor.value, project),
+            {"vendor": vendor.value, "project_id": project, "ids": 0, "states": {}},
+        )
         entry["ids"] += n
         entry["states"][state.value] = n
         entry.setdefault("reason", reason)
@@ -327,7 +334,7 @@ def render_status(raw: dict[str, Any], out: Console) -> None:
     for project in report["refused_projects"]:
         states = ", ".join(f"{n} {state}" for state, n in project["states"].items())
         out.print(
-            f"[red]mentionlab project {project['project_id']} refused (403)[/]: "
+            f"[red]{project['vendor']} project {project['project_id']} refused (403)[/]: "
             f"{project['ids']} ids ({states}): {project['reason']}",
             highlight=False,
             soft_wrap=True,

@@ -21,10 +21,10 @@ from models import Vendor
 from worker.config import get_settings
 from worker.db import session_scope
 from worker.migrate import upgrade
-from worker.normalize.mentionlab import normalize_execution
-from worker.normalize.mentionsapi import normalize_ask
 from worker.registry import label_arguments, register
 from worker.store import upsert_answers
+from worker.vendors.mentionlab.normalize import normalize_execution
+from worker.vendors.mentionsapi.normalize import normalize_ask
 
 FETCHED = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
 PROJECT = "proj-1"

@@ -19,9 +19,9 @@ from tests.analytics.conftest import (
 )
 from worker.analytics.views import VIEWS, answer_facts, citation_facts, mention_facts
 from worker.db import get_engine, session_scope
-from worker.normalize.mentionlab import normalize_execution
-from worker.normalize.mentionsapi import normalize_ask
 from worker.store import upsert_answers
+from worker.vendors.mentionlab.normalize import normalize_execution
+from worker.vendors.mentionsapi.normalize import normalize_ask
 
 
 def rows(table: Any, *columns: str) -> list[tuple[Any, ...]]:

@@ -39,7 +39,6 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
-    TypeDecorator,
     cast,
     func,
     select,
@@ -48,6 +47,7 @@ from sqlalchemy.sql.elements import KeyedColumnElement
 from sqlalchemy.types import TypeEngine
 
 from models import metadata
+from models.base import base_type
 from worker.analytics.db import read_engine
 from worker.analytics.views import VIEWS
 
@@ -106,10 +106,6 @@ def streamed(stmt: Select[Any], batch_rows: int = BATCH_ROWS) -> Iterator[Iterat
     with read_engine() as engine, engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(stmt)
         yield result.partitions()
-
-
-def base_type(type_: TypeEngine[Any]) -> TypeEngine[Any]:
-    return type_.impl if isinstance(type_, TypeDecorator) else type_  # type: ignore[return-value]
 
 
 def is_json(type_: TypeEngine[Any]) -> bool:

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
-from worker.analytics.export import base_type
+from models.base import base_type
 
 # Readers want large row groups; memory wants a bound that holds for raw
 # payloads of a few hundred kB as well as for narrow view rows: bytes, not rows.

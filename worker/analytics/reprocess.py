@@ -13,19 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, cast, func, select
+from sqlalchemy import ColumnElement, Text, cast, func, literal, select
 from sqlalchemy.orm import Session
 
-from models import Ask, JobExecution, Vendor
+from models import Vendor
 from worker.db import session_scope
 from worker.normalize import Normalized, PayloadError
 from worker.normalize.common import parse_document
-from worker.normalize.mentionlab import normalize_execution
-from worker.normalize.mentionsapi import normalize_ask
 from worker.store import upsert_answers
+from worker.vendors.base import Target, VendorSpec
+from worker.vendors.registry import VENDORS
 
-# Raw MentionsAPI payloads reach a few hundred kB (long answers from several
-# providers): a batch of this many stays well within memory.
+# Raw payloads reach a few hundred kB (long answers from several providers):
+# a batch of this many stays well within memory.
 BATCH_SIZE = 100
 
 
@@ -44,12 +44,12 @@ class Reprocessed:
 
 
 def _key(vendor: Vendor) -> Any:
-    return Ask.ask_id if vendor is Vendor.MENTIONSAPI else JobExecution.job_execution_id
+    return VENDORS[vendor].archive_key
 
 
 def _conditions(vendor: Vendor, since: datetime | None) -> list[ColumnElement[bool]]:
     # --since picks answers archived since then: those a faulty normalizer wrote.
-    fetched_at = Ask.fetched_at if vendor is Vendor.MENTIONSAPI else JobExecution.fetched_at
+    fetched_at = VENDORS[vendor].archive_table.__table__.c.fetched_at
     return [] if since is None else [fetched_at >= since]
 
 
@@ -60,39 +60,27 @@ def count_stored(session: Session, vendors: Iterable[Vendor], since: datetime | 
     )
 
 
-def _normalize(vendor: Vendor, row: Any) -> Normalized:
+def _normalize(spec: VendorSpec, row: Any) -> Normalized:
     # The stored JSON as text, read the way the worker reads a body: integers of
     # any width and deep nesting come through, as they did the first time. The
     # exact body, where one was kept (raw_payload had to differ from it), wins.
     body = row.raw_body if row.raw_body is not None else row.raw_text.encode()
     document = parse_document(body)
-    if vendor is Vendor.MENTIONSAPI:
-        answer = normalize_ask(document.payload, ask_id=row.ask_id, fetched_at=row.fetched_at)
-    else:
-        answer = normalize_execution(
-            document.payload,
-            job_execution_id=row.job_execution_id,
-            project_id=row.project_id,
-            fetched_at=row.fetched_at,
-        )
+    target = Target(spec.vendor, row.external_id, row.project_id)
+    answer = spec.normalize(document.payload, target=target, fetched_at=row.fetched_at)
     answer.row["raw_payload"] = document.text
     return answer
 
 
-def _columns(vendor: Vendor) -> tuple[Any, ...]:
-    if vendor is Vendor.MENTIONSAPI:
-        return (
-            Ask.ask_id,
-            cast(Ask.raw_payload, Text).label("raw_text"),
-            Ask.raw_body,
-            Ask.fetched_at,
-        )
+def _columns(spec: VendorSpec) -> tuple[Any, ...]:
+    table = spec.archive_table.__table__
+    project = table.c.get("project_id")
     return (
-        JobExecution.job_execution_id,
-        JobExecution.project_id,
-        cast(JobExecution.raw_payload, Text).label("raw_text"),
-        JobExecution.raw_body,
-        JobExecution.fetched_at,
+        spec.archive_key.label("external_id"),
+        (project if project is not None else literal("")).label("project_id"),
+        cast(table.c.raw_payload, Text).label("raw_text"),
+        table.c.raw_body,
+        table.c.fetched_at,
     )
 
 
@@ -113,12 +101,13 @@ def reprocess(
     """
     result = Reprocessed()
     for vendor in vendors:
+        spec = VENDORS[vendor]
         key = _key(vendor)
         last: str | None = None
         while True:
             with session_scope() as session:
                 stmt = (
-                    select(*_columns(vendor))
+                    select(*_columns(spec))
                     .where(*_conditions(vendor, since))
                     .order_by(key)
                     .limit(batch_size)
@@ -132,7 +121,7 @@ def reprocess(
                 answers = []
                 for row in rows:
                     try:
-                        answers.append(_normalize(vendor, row))
+                        answers.append(_normalize(spec, row))
                     except PayloadError as exc:
                         result.failures.append(Failure(vendor, str(row[0]), str(exc)))
                 # Already in key order, the order the worker writes in too.

@@ -29,7 +29,6 @@ from starlette.routing import Route
 from models import Vendor, utcnow
 from worker.config import Settings, get_settings
 from worker.db import session_scope
-from worker.intake.signatures import SignatureError, verify
 from worker.intake.webhooks import BadDelivery, apply_delivery, observe, parse_envelope
 from worker.metrics import WEBHOOK_REQUESTS, process_registry
 from worker.registry import (
@@ -39,6 +38,8 @@ from worker.registry import (
     validate_created_at,
     validate_project_id,
 )
+from worker.vendors.mentionsapi.signatures import SignatureError, verify
+from worker.vendors.registry import VENDORS
 
 log = logging.getLogger("mentionsync.intake")
 
@@ -71,7 +72,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class TrackRequest(BaseModel):
-    """One group of ids of one vendor (and, for MentionLab, one project)."""
+    """One group of ids of one vendor (and, for a vendor with projects, one project)."""
 
     # Strict, and unknown fields refused: a typo such as "expect_webhooks" must not
     # silently register ids that are then polled at once.
@@ -102,17 +103,19 @@ def parse_track_request(body: bytes) -> list[TrackRequest]:
     if not groups:
         raise ValueError("(body): no groups of ids")
     for i, group in enumerate(groups):
-        if group.vendor is Vendor.MENTIONLAB:
+        spec = VENDORS[group.vendor]
+        if group.expect_webhook and not spec.sends_webhooks:
+            raise ValueError(f"[{i}].expect_webhook: {spec.title} sends no webhooks")
+        if spec.needs_project:
             if not group.project_id:
-                raise ValueError(f"[{i}].project_id: required for mentionlab")
-            if group.expect_webhook:
-                raise ValueError(f"[{i}].expect_webhook: MentionLab sends no webhooks")
+                raise ValueError(f"[{i}].project_id: required for {group.vendor}")
             try:
                 group.project_id = validate_project_id(group.project_id)
             except InvalidId as exc:
                 raise ValueError(f"[{i}].project_id: {exc}") from None
         elif group.project_id:
-            raise ValueError(f"[{i}].project_id: only for mentionlab")
+            only = ", ".join(v for v, other in VENDORS.items() if other.needs_project)
+            raise ValueError(f"[{i}].project_id: only for {only}")
         if group.created_at is not None:
             # The registry's range, as `track --created-at`: it sets the deadline.
             try:

@@ -8,11 +8,10 @@ we cannot archive, an unfinished answer) is left for the poller to fetch.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
@@ -21,8 +20,7 @@ from sqlalchemy.orm import Session
 from models import TrackedId, TrackedState, Vendor, WebhookDelivery
 from worker.config import Settings
 from worker.metrics import observe_archived
-from worker.normalize import PayloadError, parse_json
-from worker.normalize.mentionsapi import PENDING_STATUSES, answer_status, normalize_ask
+from worker.normalize import PayloadError
 from worker.policy import Action, Outcome, TrackedView
 
 # The same view of a tracked id that a claimed batch loads.
@@ -35,27 +33,16 @@ from worker.registry import (
     validate_external_id,
 )
 from worker.store import dialect_insert
+from worker.vendors.base import Target
+from worker.vendors.mentionsapi import webhooks as vendor_webhooks
+from worker.vendors.mentionsapi.spec import MENTIONSAPI
+from worker.vendors.mentionsapi.webhooks import BadDelivery, Envelope
+
+__all__ = ["BadDelivery", "DeliveryResult", "Envelope", "apply_delivery", "parse_envelope"]
 
 log = logging.getLogger("mentionsync.webhooks")
 
-EVENT_TYPE = "ask.completed"
 ANSWER_STORED = (TrackedState.ARCHIVED, TrackedState.FAILED)
-V1_EVENT_ID_HEADER = "mentionsapi-event-id"
-HEX_DELIVERY_ID_HEADER = "x-mentionsapi-delivery-id"
-
-
-class BadDelivery(ValueError):
-    """Signed, but not an ask.completed envelope we can read: 400."""
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    event_id: str
-    delivery_id: str | None
-    event_type: str
-    external_id: str
-    data: dict[str, Any]
-    created_at: datetime | None
 
 
 @dataclass(slots=True)
@@ -76,97 +63,32 @@ class DeliveryResult:
 
 
 def parse_envelope(body: bytes, headers: Any) -> Envelope | None:
-    """The delivery's envelope, None for an event type other than ask.completed."""
-    try:
-        doc = parse_json(body)
-    except PayloadError as exc:
-        raise BadDelivery(f"body is not a JSON object: {exc}") from None
-    event_type = doc.get("type")
-    if event_type != EVENT_TYPE:
+    """The delivery's envelope with its id and creation time checked as the
+    registry checks them; None for an event type other than ask.completed."""
+    envelope = vendor_webhooks.parse_envelope(body, headers)
+    if envelope is None:
         return None
-    data = doc.get("data")
-    if not isinstance(data, dict):
-        raise BadDelivery("data is missing or not an object")
-    raw_id = data.get("id")
-    if not isinstance(raw_id, str):
-        raise BadDelivery("data.id is missing or not a string")
     try:
-        external_id = validate_external_id(Vendor.MENTIONSAPI, raw_id)
+        external_id = validate_external_id(Vendor.MENTIONSAPI, envelope.external_id)
     except InvalidId as exc:
         raise BadDelivery(f"data.id: {exc}") from None
-    delivery_id = _header_id(headers.get(HEX_DELIVERY_ID_HEADER))
-    return Envelope(
-        event_id=_event_id(doc, headers, body),
-        delivery_id=delivery_id,
-        event_type=event_type,
-        external_id=external_id,
-        data=data,
-        created_at=_created(doc),
-    )
-
-
-def _header_id(value: str | None) -> str | None:
-    """A delivery or event id header, or None when it is absent or unusable.
-
-    Only printable ASCII is kept: the vendor's ids are, and a header may carry
-    any byte (Starlette decodes them as latin-1) that would only be stored as
-    mojibake. Without it, the event id falls back to a hash of the signed body.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if not value or not all(" " <= ch <= "~" for ch in value):
-        return None
-    return value[:256]
-
-
-def _event_id(doc: dict[str, Any], headers: Any, body: bytes) -> str:
-    """The idempotency key: the event id, which stays the same across redeliveries.
-
-    The envelope's `id` comes first because it is covered by the signature;
-    then the `MentionsAPI-Event-Id` header; then the body itself, which a
-    redelivery repeats byte for byte. Never the delivery id, which may change
-    from one attempt to the next.
-    """
-    value = doc.get("id")
-    if isinstance(value, str) and value.strip():
-        return value.strip()[:256]
-    header = _header_id(headers.get(V1_EVENT_ID_HEADER))
-    if header:
-        return header
-    return "sha256:" + hashlib.sha256(body).hexdigest()
+    return replace(envelope, external_id=external_id, created_at=_in_range(envelope.created_at))
 
 
 def _created(doc: dict[str, Any]) -> datetime | None:
-    """When the event was created: `created_at` (ISO) or `created` (unix seconds).
+    return _in_range(vendor_webhooks.created_at(doc))
 
-    None when missing or outside the registry's range for creation times. It
-    sets the deadline of an id the delivery registers (the vendor's 30 days run
-    from the request, not from our receipt) and feeds the archive-lag metric; a
-    signed answer is worth more than a plausible timestamp, so a bad one is
-    ignored (the deadline then counts from arrival) rather than the delivery
-    refused.
-    """
-    parsed: datetime | None = None
-    value = doc.get("created_at")
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-    else:
-        value = doc.get("created")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            try:
-                parsed = datetime.fromtimestamp(value, UTC)
-            except (OverflowError, OSError, ValueError):
-                return None
-    if parsed is None:
+
+def _in_range(value: datetime | None) -> datetime | None:
+    """A creation time within the registry's range, else None. It sets the
+    deadline of an id the delivery registers (the vendor's 30 days run from the
+    request, not from our receipt) and feeds the archive-lag metric; a signed
+    answer is worth more than a plausible timestamp, so a bad one is ignored
+    (the deadline then counts from arrival) rather than the delivery refused."""
+    if value is None:
         return None
     try:
-        return validate_created_at(parsed)
+        return validate_created_at(value)
     except InvalidTimestamp:
         return None
 
@@ -258,25 +180,19 @@ def apply_delivery(
 
 
 def _outcome(envelope: Envelope, body: bytes, now: datetime) -> Outcome:
-    """What the delivered body comes to, as if a poll had fetched it.
+    """What the delivered body comes to, read by the same function as a polled one.
 
     No HTTP status: nothing was fetched, and the id's last_http_status should
     keep describing the last real request.
     """
+    target = Target(MENTIONSAPI.vendor, envelope.external_id)
     try:
-        if answer_status(envelope.data, 200) in PENDING_STATUSES:
-            return Outcome(Action.POLL_LATER, None)
-        answer = normalize_ask(envelope.data, ask_id=envelope.external_id, fetched_at=now)
+        outcome = MENTIONSAPI.interpret_body(target, None, envelope.data, now)
     except PayloadError as exc:
         return Outcome(
             Action.QUARANTINE, None, reason=f"invalid payload (webhook): {exc}", body=body
         )
-    if answer.row["status"] == "failed":
-        reason = f"vendor job failed: {answer.row['error_code']}: {answer.row['error_message']}"
-        return Outcome(
-            Action.ARCHIVE, None, answer=answer, final_state=TrackedState.FAILED, reason=reason
-        )
-    return Outcome(Action.ARCHIVE, None, answer=answer, final_state=TrackedState.ARCHIVED)
+    return outcome
 
 
 def observe(result: DeliveryResult, envelope: Envelope | None, now: datetime) -> None:

@@ -1,26 +1,23 @@
-"""What both vendor clients share: capped reads, timeouts, the policy lookup."""
+"""Requests to any vendor: capped reads, a deadline per request, the rate budget,
+the status table; what is vendor-specific comes from its VendorSpec."""
 
 from __future__ import annotations
 
 import logging
 import time
 import zlib
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-from urllib.parse import quote
 
 import httpx
 
-from models import TrackedState, Vendor
 from worker.config import Settings
 from worker.logs import redact
 from worker.metrics import observe_pause, observe_response
-from worker.normalize import Normalized, PayloadError, parse_json
+from worker.normalize import PayloadError
 from worker.normalize.common import parse_document
-from worker.policy import Action, Outcome, rule_for
+from worker.outcome import Action, Outcome
 from worker.ratelimit import RateLimiter, pause_seconds, retry_after_seconds
+from worker.vendors.base import RawResponse, Target, VendorSpec
 
 log = logging.getLogger("mentionsync.clients")
 
@@ -34,38 +31,6 @@ class RequestDeadlineExceeded(httpx.TimeoutException):
 
 class UnsupportedEncoding(httpx.DecodingError):
     """A Content-Encoding we do not inflate (stacked layers, unknown codings)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    vendor: Vendor
-    external_id: str
-    project_id: str = ""
-
-
-@dataclass(slots=True)
-class RawResponse:
-    status: int | None
-    body: bytes
-    truncated: bool
-    headers: httpx.Headers
-    error: str | None
-    elapsed: float
-    # No request could be built for this id (or key): sending again cannot help.
-    unsendable: bool = False
-    # Why the body was not decoded (an encoding we refuse), if it was not.
-    refused: str | None = None
-
-
-def path_segment(external_id: str) -> str:
-    """Percent-encode an id as exactly one path segment.
-
-    Registration already refuses '/', '?', '#', '..' and friends; this is the
-    second fence, so no id can ever change which URL is requested.
-    """
-    if external_id in ("", ".", ".."):
-        raise ValueError(f"refusing to use {external_id!r} as a path segment")
-    return quote(external_id, safe="")
 
 
 def build_http_client(settings: Settings) -> httpx.Client:
@@ -123,10 +88,14 @@ def _check_deadline(deadline: float) -> None:
         raise RequestDeadlineExceeded("the response took longer than HTTP_REQUEST_DEADLINE")
 
 
-class VendorClient(ABC):
-    vendor: Vendor
+class VendorClient:
+    """One vendor's requests, with this process's HTTP client and rate budget."""
 
-    def __init__(self, http: httpx.Client, settings: Settings, limiter: RateLimiter) -> None:
+    def __init__(
+        self, spec: VendorSpec, http: httpx.Client, settings: Settings, limiter: RateLimiter
+    ) -> None:
+        self.spec = spec
+        self.vendor = spec.vendor
         self.http = http
         self.settings = settings
         self.limiter = limiter
@@ -134,22 +103,6 @@ class VendorClient(ABC):
     @property
     def configured(self) -> bool:
         return self.settings.api_key(self.vendor) is not None
-
-    @abstractmethod
-    def url(self, target: Target) -> str: ...
-
-    @abstractmethod
-    def headers(self, target: Target) -> dict[str, str]: ...
-
-    @abstractmethod
-    def interpret_body(
-        self, target: Target, status: int, payload: dict[str, Any], fetched_at: datetime
-    ) -> Outcome:
-        """Turn a 200/202 body into ARCHIVE, POLL_LATER or QUARANTINE."""
-
-    @abstractmethod
-    def error_reason(self, raw: RawResponse) -> str:
-        """A one-line description of an error response, from the vendor's envelope."""
 
     def fetch(self, target: Target, fetched_at: datetime, max_wait: float = 60.0) -> Outcome:
         """One request for one id, if the key's rate budget has a slot within max_wait."""
@@ -182,7 +135,11 @@ class VendorClient(ABC):
         started = time.monotonic()
         deadline = started + self.settings.http_request_deadline
         try:
-            request = self.http.build_request("GET", self.url(target), headers=self.headers(target))
+            request = self.http.build_request(
+                "GET",
+                self.spec.url(self.settings, target),
+                headers=self.spec.headers(self.settings, target),
+            )
         except Exception as exc:  # an id or key no request can carry
             return RawResponse(
                 None, b"", False, httpx.Headers(), _describe(exc), 0.0, unsendable=True
@@ -259,7 +216,7 @@ class VendorClient(ABC):
         with one body stays that id's retry or quarantine."""
         if raw.unsendable:
             return self.unsendable(raw)
-        rule = rule_for(self.vendor, raw.status)
+        rule = self.spec.rule_for(raw.status)
         if raw.status is None:
             return Outcome(Action.RETRY, None, reason=raw.error)
         if rule.action is not Action.INSPECT:
@@ -273,7 +230,7 @@ class VendorClient(ABC):
         try:
             body = self.without_key(raw.body)
             document = parse_document(body)
-            outcome = self.interpret_body(target, raw.status, document.payload, fetched_at)
+            outcome = self.spec.interpret_body(target, raw.status, document.payload, fetched_at)
             if outcome.answer is not None:
                 # The body's own JSON text is archived, not a re-encoding of it;
                 # the exact bytes too when the text had to be changed to fit.
@@ -299,18 +256,19 @@ class VendorClient(ABC):
         return Outcome(
             action,
             raw.status,
-            reason=self.error_reason(raw),
+            reason=self.spec.describe_error(target, raw),
             retry_after=retry_after_seconds(raw.headers, self.settings.max_retry_after_seconds),
         )
 
     def unsendable(self, raw: RawResponse) -> Outcome:
         """No request could be built. If even a plain id cannot be requested, the
         configuration (the key) is at fault and the key pauses; else only this id."""
+        plain = Target(self.vendor, "x", "x")
         try:
             self.http.build_request(
                 "GET",
-                self.url(Target(self.vendor, "x", "x")),
-                headers=self.headers(Target(self.vendor, "x", "x")),
+                self.spec.url(self.settings, plain),
+                headers=self.spec.headers(self.settings, plain),
             )
         except Exception:
             return Outcome(
@@ -337,22 +295,3 @@ class VendorClient(ABC):
             body=raw.body,
             body_truncated=raw.truncated,
         )
-
-    @staticmethod
-    def archive(status: int, answer: Normalized, state: TrackedState, **extra: Any) -> Outcome:
-        return Outcome(Action.ARCHIVE, status, answer=answer, final_state=state, **extra)
-
-
-def envelope_message(body: bytes, *paths: tuple[str, ...]) -> str | None:
-    """First string found at one of the paths of a JSON error body, if any."""
-    try:
-        doc = parse_json(body)
-    except PayloadError:
-        return None
-    for path in paths:
-        node: Any = doc
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, str | int) and not isinstance(node, bool):
-            return str(node)[:300]
-    return None

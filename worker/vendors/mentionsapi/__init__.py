@@ -1,0 +1,1 @@
+"""Everything mentionsync knows about MentionsAPI."""
