@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, MetaData, String, Uuid
+from sqlalchemy import JSON, DateTime, MetaData, String, Table, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
@@ -62,6 +62,10 @@ class Base(DeclarativeBase):
     metadata = metadata
     type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime()}
 
+    if TYPE_CHECKING:
+        # Every model here maps one Table (DeclarativeBase says FromClause).
+        __table__: ClassVar[Table]
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -71,6 +75,6 @@ def base_type(type_: TypeEngine[Any]) -> TypeEngine[Any]:
     """The type a column stores as: a TypeDecorator's underlying type."""
     if isinstance(type_, TypeDecorator):
         # An instance once the decorator is built (TypeDecorator.__init__).
-        impl: TypeEngine[Any] = type_.impl  # type: ignore[assignment]
+        impl: TypeEngine[Any] = type_.impl  # type: ignore[assignment]  # impl is an instance by now
         return impl
     return type_

@@ -295,7 +295,7 @@ def prune_deliveries(settings: Settings, *, now: datetime | None = None) -> int:
         result = session.execute(
             delete(WebhookDelivery).where(WebhookDelivery.received_at < cutoff)
         )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # a DELETE's CursorResult
 
 
 def _describe(exc: Exception) -> str:

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu.entity import Queue
 
 from worker.config import ConfigError, get_settings
 from worker.db import reset_engine

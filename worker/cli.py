@@ -15,7 +15,7 @@ import orjson
 from rich.console import Console
 from rich.markup import escape
 
-from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, utcnow
+from models import ACTIVE_STATES, TrackedState, Vendor, utcnow
 from worker.config import ConfigError, get_settings
 from worker.doctor import doctor
 from worker.intake import serve
@@ -327,24 +327,6 @@ def scheduler_check(local: bool, max_age: float | None) -> None:
     click.echo(f"scheduler ok: {', '.join(found)}")
 
 
-def _next_due(session: Any) -> datetime | None:
-    from sqlalchemy import func, select
-
-    return session.scalar(
-        select(func.min(TrackedId.next_poll_at)).where(TrackedId.state.in_(ACTIVE_STATES))
-    )
-
-
-def _active_vendors(session: Any) -> set[Vendor]:
-    from sqlalchemy import select
-
-    return set(
-        session.scalars(
-            select(TrackedId.vendor).where(TrackedId.state.in_(ACTIVE_STATES)).distinct()
-        )
-    )
-
-
 @main.command()
 @click.option("--until-done", is_flag=True, help="Keep polling until no id is pending.")
 @click.option("--timeout", type=float, default=None, help="Give up after S seconds (exit 2).")
@@ -380,6 +362,7 @@ def _sync(until_done: bool, timeout: float | None) -> int:
     )
     from worker.resources import release_free_memory
     from worker.status import count_active
+    from worker.tracking import active_vendors, next_due
 
     log = logging.getLogger("mentionsync.sync")
     settings = get_settings()
@@ -420,8 +403,8 @@ def _sync(until_done: bool, timeout: float | None) -> int:
                 continue
             with session_scope() as session:
                 remaining = count_active(session)
-                next_due = _next_due(session)
-                vendors = _active_vendors(session)
+                due_at = next_due(session)
+                vendors = active_vendors(session)
         except Exception as exc:
             trouble += 1
             what = "the database is unreachable" if isinstance(exc, DBAPIError) else "error"
@@ -448,8 +431,8 @@ def _sync(until_done: bool, timeout: float | None) -> int:
         if expired():
             break
         wait = settings.poll_tick_seconds
-        if next_due is not None:
-            wait = min(wait, max(0.05, (next_due - utcnow()).total_seconds()))
+        if due_at is not None:
+            wait = min(wait, max(0.05, (due_at - utcnow()).total_seconds()))
         if timeout is not None:
             wait = min(wait, max(0.0, timeout - (time.monotonic() - started)))
         time.sleep(wait)
@@ -496,28 +479,13 @@ def status(as_json: bool) -> None:
 @click.option("--vendor", type=click.Choice([v.value for v in Vendor]), default=None)
 def retry(states: tuple[str, ...], vendor: str | None) -> None:
     """Put ids in a final state (by default `error`) back in the poll queue."""
-    from sqlalchemy import update
-
     from worker.db import session_scope
+    from worker.tracking import requeue
 
-    now = utcnow()
-    stmt = (
-        update(TrackedId)
-        .where(TrackedId.state.in_([TrackedState(s) for s in states]))
-        .values(
-            state=TrackedState.POLLING,
-            next_poll_at=now,
-            lease_token=None,
-            consecutive_errors=0,
-            not_found_streak=0,
-            invalid_payload_streak=0,
-            final_at=None,
-        )
-    )
-    if vendor:
-        stmt = stmt.where(TrackedId.vendor == Vendor(vendor))
     with session_scope() as session:
-        count = session.execute(stmt).rowcount
+        count = requeue(
+            session, [TrackedState(s) for s in states], Vendor(vendor) if vendor else None
+        )
     err.print(f"{count} ids back in the queue")
 
 

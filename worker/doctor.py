@@ -105,7 +105,7 @@ def check_broker(settings: Settings) -> Check:
                     "set `maxmemory-policy noeviction`: an evicting Redis can drop queued batches",
                 )
         else:
-            from kombu import Connection
+            from kombu.connection import Connection
 
             with Connection(url, connect_timeout=TIMEOUT) as conn:
                 conn.ensure_connection(max_retries=1)
@@ -450,19 +450,14 @@ def run_checks(settings: Settings, *, vendors: bool = True) -> list[Check]:
 
 def _any_project(vendor: Any) -> str | None:
     """A project this deployment tracks for a vendor whose requests name one."""
-    from sqlalchemy import select
-
-    from models import TrackedId
     from worker.db import session_scope
+    from worker.tracking import any_project
 
     try:
         with session_scope() as session:
-            project = session.scalar(
-                select(TrackedId.project_id).where(TrackedId.vendor == vendor).limit(1)
-            )
+            return any_project(session, vendor)
     except Exception:
-        project = None
-    return project or None
+        return None
 
 
 def _safe_url(url: str) -> str:

@@ -84,5 +84,5 @@ def exporter_registry() -> CollectorRegistry:
     counters of this machine when workers share a multiprocess directory with it."""
     registry = database_registry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
     return registry

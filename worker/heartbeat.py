@@ -116,7 +116,9 @@ def tick_age(conn: Connection, instance: str) -> float | None:
 
 def forget_gone(conn: Connection) -> int:
     """Delete the rows of beats that stopped ticking a day ago."""
-    cutoff = conn.scalar(select(db_now())) - FORGET_AFTER
+    now = conn.scalar(select(db_now()))
+    assert now is not None
+    cutoff = now - FORGET_AFTER
     return int(conn.execute(delete(TABLE).where(TABLE.c.last_tick_at < cutoff)).rowcount)
 
 

@@ -9,70 +9,57 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, func, literal, or_, select, text, update
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from models import (
-    ACTIVE_STATES,
-    QuarantinedPayload,
-    TrackedId,
-    TrackedState,
-    Vendor,
-    VendorAccount,
-    utcnow,
-)
+from models import Vendor, utcnow
+from worker.accounts import account_gate, current_account, passes_by_itself, update_account
 from worker.config import Settings
 from worker.db import session_scope
 from worker.metrics import observe_polled_batch
 from worker.policy import Action, Outcome, TrackedView, plan
 from worker.resources import get_resources
-from worker.store import dialect_insert, upsert_answers
+from worker.store import store_quarantined, upsert_answers
+from worker.tracking import (
+    Claim,
+    claim_due,
+    db_now,
+    in_flight,
+    load_claim,
+    lock_leased,
+    record_losses,
+    release,
+    write_states,
+)
 from worker.vendors.base import Target
+
+# Re-exported: the Celery tasks and `mentionsync sync` drive the loop through here.
+__all__ = [
+    "BatchReport",
+    "Claim",
+    "claim_batches",
+    "claim_due",
+    "fetch_all",
+    "in_flight",
+    "lease_capacity",
+    "load_claim",
+    "passes_by_itself",
+    "process_claim",
+    "record_losses",
+    "release_claim",
+    "write_outcomes",
+]
 
 log = logging.getLogger("mentionsync.poller")
 _rng = random.Random()
-
-# Outcomes that prove the key itself works, so an earlier auth failure is over.
-_KEY_WORKS = frozenset(
-    {Action.ARCHIVE, Action.POLL_LATER, Action.CONFIRM_NOT_FOUND, Action.EXPIRE, Action.REJECT}
-)
-_VIEW_COLUMNS = (
-    TrackedId.id,
-    TrackedId.vendor,
-    TrackedId.project_id,
-    TrackedId.external_id,
-    TrackedId.deadline_at,
-    TrackedId.attempts,
-    TrackedId.consecutive_errors,
-    TrackedId.not_found_streak,
-    TrackedId.invalid_payload_streak,
-    TrackedId.remote_created_at,
-    TrackedId.registered_at,
-    TrackedId.last_polled_at,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    vendor: Vendor
-    token: str
-    ids: list[int]
-
-    def split(self, size: int) -> list[Claim]:
-        """Batches of at most `size` ids, in claim order, under the same lease."""
-        return [
-            Claim(self.vendor, self.token, self.ids[i : i + size])
-            for i in range(0, len(self.ids), size)
-        ]
 
 
 @dataclass(slots=True)
@@ -87,125 +74,6 @@ class BatchReport:
 
 
 # --- Claiming ---------------------------------------------------------------
-
-
-def current_account(session: Session, vendor: Vendor, settings: Settings) -> VendorAccount | None:
-    """The pause record of the configured key, if it ever had one."""
-    return session.get(VendorAccount, (vendor, settings.key_fingerprint(vendor)))
-
-
-RATE_LIMITED = "rate limited"
-
-
-def passes_by_itself(reason: str) -> bool:
-    """Whether a reason of account_gate ends on its own (a 429's pause) rather
-    than waiting for someone to fix a key."""
-    return reason.startswith(RATE_LIMITED)
-
-
-def account_gate(
-    session: Session,
-    vendor: Vendor,
-    settings: Settings,
-    now: datetime,
-    account: VendorAccount | None = None,
-) -> str | None:
-    """Why ids of this vendor must not be fetched now, or None if they may be."""
-    if settings.api_key(vendor) is None:
-        return f"no API key configured for {vendor} (set {vendor.upper()}_API_KEY)"
-    account = account or current_account(session, vendor, settings)
-    if account is None:
-        return None
-    if account.paused_until is not None and account.paused_until > now:
-        return f"{RATE_LIMITED} by {vendor} until {account.paused_until:%H:%M:%S} UTC"
-    if account.auth_failed_at is not None and (
-        account.auth_recheck_at is None or account.auth_recheck_at > now
-    ):
-        return (
-            f"{vendor} refused the API key (fingerprint {account.key_fingerprint}): "
-            f"{account.auth_error}; polling is paused until the key is fixed"
-        )
-    return None
-
-
-def db_now(session: Session) -> datetime:
-    """The database's clock: every host's claims and leases agree on it, however
-    far their own clocks drift. (SQLite lives on one host: its clock is ours.)"""
-    if session.connection().dialect.name == "postgresql":
-        value = session.scalar(select(func.now()))
-        assert value is not None
-        return value.astimezone(UTC)
-    return utcnow()
-
-
-def in_flight(session: Session, vendor: Vendor, now: datetime) -> int:
-    stmt = select(func.count()).where(
-        TrackedId.state.in_(ACTIVE_STATES),
-        TrackedId.vendor == vendor,
-        TrackedId.lease_token.is_not(None),
-        TrackedId.next_poll_at > now,
-    )
-    return session.scalar(stmt) or 0
-
-
-def claim_due(
-    session: Session,
-    vendor: Vendor,
-    limit: int,
-    *,
-    now: datetime | None = None,
-    settings: Settings,
-    stalest_first: bool = False,
-) -> Claim | None:
-    """Lease up to `limit` due ids of one vendor, earliest deadline first.
-
-    `FOR UPDATE SKIP LOCKED` lets any number of schedulers claim at once without
-    taking the same id twice (SQLite serializes writers instead). The lease is
-    next_poll_at itself: if the batch dies, the id is simply due again later.
-    `now` is the database's clock unless a caller (a test) sets it.
-    `stalest_first` takes the least recently polled ids instead: a refused key's
-    re-check then tries a different id each time, not the same bad one.
-    """
-    if limit <= 0:
-        return None
-    if now is None:
-        now = db_now(session)
-    token = uuid.uuid4().hex
-    table = TrackedId.__table__
-    order = (
-        (table.c.last_polled_at.asc().nulls_first(), table.c.id)
-        if stalest_first
-        else (table.c.deadline_at,)
-    )
-    due = (
-        select(table.c.id)
-        .where(
-            table.c.state.in_(ACTIVE_STATES),
-            table.c.next_poll_at <= now,
-            table.c.vendor == vendor,
-        )
-        .order_by(*order)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    claim = (
-        update(table)
-        .where(table.c.id.in_(due.scalar_subquery()))
-        .values(lease_token=token, next_poll_at=now + timedelta(seconds=settings.lease_seconds))
-        .returning(table.c.id, table.c.deadline_at)
-    )
-    # RETURNING has no order of its own: restore earliest deadline first, so the
-    # first batch split off this claim is the most urgent one. Postgres sorts in
-    # the statement (thousands of rows, no timestamps to convert in Python);
-    # SQLite cannot put an UPDATE in a CTE, and its claims are small.
-    conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        claimed = claim.cte("claimed")
-        ordered = select(claimed.c.id).order_by(claimed.c.deadline_at, claimed.c.id)
-        ids = list(conn.execute(ordered).scalars())
-    else:
-        ids = [r.id for r in sorted(conn.execute(claim).all(), key=lambda r: (r[1], r[0]))]
-    return Claim(vendor, token, ids) if ids else None
 
 
 def lease_capacity(settings: Settings, vendor: Vendor) -> int:
@@ -256,81 +124,7 @@ def claim_batches(
     return claims, waiting
 
 
-# --- Losses -----------------------------------------------------------------
-
-# Not archived, and no poll is going to archive them any more once the vendor
-# has deleted the answer. Active ids get a grace period past their deadline (a
-# poll may still be on its way, and the vendor's clock is not ours); the others
-# are lost at the deadline.
-_LOSABLE_STATES = (
-    TrackedState.TRACKED,
-    TrackedState.POLLING,
-    TrackedState.ERROR,
-    TrackedState.INVALID_PAYLOAD,
-)
-
-
-def record_losses(session: Session, settings: Settings, *, now: datetime | None = None) -> int:
-    """Record as `expired` (lost) every id whose deadline passed before its
-    answer was archived, whatever state it was left in; returns how many."""
-    now = now or db_now(session)
-    grace = now - timedelta(seconds=settings.loss_grace_seconds)
-    lost = 0
-    for state in _LOSABLE_STATES:
-        cutoff = grace if state in ACTIVE_STATES else now
-        result = session.execute(
-            update(TrackedId)
-            .where(
-                TrackedId.state == state,
-                TrackedId.deadline_at < cutoff,
-                # Named, so the active ids are found through ix_tracked_ids_due.
-                TrackedId.vendor.in_(tuple(Vendor)),
-                # A batch still holding the id decides for itself.
-                or_(TrackedId.lease_token.is_(None), TrackedId.next_poll_at <= now),
-            )
-            .values(
-                state=TrackedState.EXPIRED,
-                final_at=now,
-                next_poll_at=now,
-                lease_token=None,
-                last_error=func.substr(
-                    literal(f"lost: the deadline passed while {state.value}")
-                    + func.coalesce(literal(": ") + TrackedId.last_error, literal("")),
-                    1,
-                    2000,
-                ),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        lost += result.rowcount or 0
-    if lost:
-        log.warning(
-            "%d ids passed their deadline unarchived and are recorded as lost (expired)",
-            lost,
-            extra={"count": lost},
-        )
-    return lost
-
-
 # --- Processing -------------------------------------------------------------
-
-
-def load_claim(
-    session: Session, claim: Claim
-) -> tuple[list[TrackedView], datetime | None, datetime]:
-    """The claimed ids this batch still owns (a redelivered task may own none),
-    when the earliest of their leases expires, and the database's time now."""
-    now = db_now(session)
-    rows = session.execute(
-        select(*_VIEW_COLUMNS, TrackedId.next_poll_at).where(
-            TrackedId.id.in_(claim.ids),
-            TrackedId.lease_token == claim.token,
-            TrackedId.state.in_(ACTIVE_STATES),
-            TrackedId.next_poll_at > now,
-        )
-    ).all()
-    lease_expires = min((row[-1] for row in rows), default=None)
-    return [TrackedView(*row[:-1]) for row in rows], lease_expires, now
 
 
 def process_claim(claim: Claim) -> BatchReport:
@@ -460,23 +254,6 @@ def fetch_all(vendor: Vendor, views: Sequence[TrackedView], *, send_within: floa
     return list(res.pool.map(fetch, views))
 
 
-def lock_leased(
-    session: Session, token: str, ids: Sequence[int], *, live_at: datetime | None = None
-) -> set[int]:
-    """Which of `ids` are still leased to `token`, locked until the transaction
-    ends; with `live_at`, only leases that have not expired by then.
-
-    Every write of a batch goes through this fence: a batch whose lease expired
-    or was taken over (a newer claim, a webhook delivery) writes nothing.
-    """
-    if not ids:
-        return set()
-    stmt = select(TrackedId.id).where(TrackedId.id.in_(ids), TrackedId.lease_token == token)
-    if live_at is not None:
-        stmt = stmt.where(TrackedId.next_poll_at > live_at)
-    return set(session.scalars(stmt.with_for_update()))
-
-
 def apply_outcomes(
     session: Session,
     claim: Claim,
@@ -500,7 +277,7 @@ def apply_outcomes(
     if not pairs:
         return 0
     written = _store(session, claim.token, pairs, now=now, settings=settings)
-    _update_account(session, claim.vendor, [o for _, o in pairs], now=now, settings=settings)
+    update_account(session, claim.vendor, [o for _, o in pairs], now=now, settings=settings)
     return written
 
 
@@ -565,77 +342,9 @@ def _store(
         for v, o, _ in planned
         if o.action is Action.QUARANTINE
     ]
-    if quarantined:
-        session.execute(QuarantinedPayload.__table__.insert(), quarantined)
-
-    updates: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for view, _, values in planned:
-        values["b_id"] = view.id
-        updates.setdefault(frozenset(values), []).append(values)
-    table = TrackedId.__table__
-    for keys, rows in updates.items():
-        stmt = (
-            update(table)
-            .where(and_(table.c.id == bindparam("b_id"), table.c.lease_token == token))
-            .values({k: bindparam(k) for k in keys if k != "b_id"})
-        )
-        session.connection().execute(stmt, rows)
+    store_quarantined(session, quarantined)
+    write_states(session, token, [(view.id, values) for view, _, values in planned])
     return written
-
-
-def _update_account(
-    session: Session,
-    vendor: Vendor,
-    outcomes: Sequence[Outcome],
-    *,
-    now: datetime,
-    settings: Settings,
-) -> None:
-    fingerprint = settings.key_fingerprint(vendor)
-    refused = next((o for o in outcomes if o.action is Action.PAUSE_ACCOUNT and o.sent), None)
-    # Only a vendor's 429 pauses claiming; a budget slot further away than the
-    # batch could wait just reschedules its ids.
-    throttled = [
-        o.retry_after or 1.0
-        for o in outcomes
-        if o.action is Action.THROTTLE and o.http_status is not None
-    ]
-    works = any(o.action in _KEY_WORKS and o.http_status is not None for o in outcomes)
-    if not (refused or throttled or works):
-        return
-    account = session.get(VendorAccount, (vendor, fingerprint), with_for_update=True)
-    if account is None:
-        if not (refused or throttled):
-            return
-        # Concurrent batches may race to create the row; ON CONFLICT keeps one.
-        stmt = dialect_insert(session, VendorAccount.__table__).values(
-            vendor=vendor, key_fingerprint=fingerprint, updated_at=now
-        )
-        session.execute(stmt.on_conflict_do_nothing())
-        account = session.get(VendorAccount, (vendor, fingerprint), with_for_update=True)
-        assert account is not None
-    if refused is not None and not works:
-        if account.auth_failed_at is None:
-            log.error(
-                "%s refused the API key (fingerprint %s): %s; pausing polling for this key",
-                vendor,
-                fingerprint,
-                refused.reason,
-                extra={"vendor": vendor.value},
-            )
-            account.auth_failed_at = now
-        account.auth_error = refused.reason
-        account.auth_recheck_at = now + timedelta(seconds=settings.auth_recheck_seconds)
-    elif works and account.auth_failed_at is not None:
-        log.info("%s accepts the API key again; polling resumes", vendor)
-        account.auth_failed_at = account.auth_error = account.auth_recheck_at = None
-    if throttled:
-        # Clamped again here: a pause is only as long as MAX_RETRY_AFTER_SECONDS.
-        pause = min(max(throttled), settings.max_retry_after_seconds)
-        until = now + timedelta(seconds=pause)
-        if account.paused_until is None or account.paused_until < until:
-            account.paused_until = until
-    account.updated_at = now
 
 
 def _apply_one_by_one(
@@ -721,12 +430,7 @@ def release_claim(claim: Claim, settings: Settings, *, delay: float | None = Non
         later = now + timedelta(seconds=settings.poll_tick_seconds if delay is None else delay)
         if account is not None and account.paused_until and account.paused_until > later:
             later = account.paused_until
-        session.execute(
-            update(TrackedId)
-            .where(TrackedId.id.in_(claim.ids), TrackedId.lease_token == claim.token)
-            .values(lease_token=None, next_poll_at=later)
-            .execution_options(synchronize_session=False)
-        )
+        release(session, claim.token, claim.ids, due_at=later)
 
 
 def _raw_json(outcome: Outcome) -> bytes:

@@ -254,7 +254,7 @@ class SharedBucket:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis[bytes],
         key: str,
         local_share: float,
         label: str = "",

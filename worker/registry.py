@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from models import TrackedId, Vendor, utcnow
+from models import Vendor, utcnow
 from worker.config import Settings
-from worker.store import dialect_insert
+from worker.tracking import insert_new
 from worker.vendors.registry import VENDORS
 
 MAX_ID_LENGTH = 256  # the vendors' own limit (longer ids are answered 400)
@@ -167,7 +167,6 @@ def register(
     result = Registration()
     deadline = (created_at or now) + settings.retention
     grace_until = webhook_grace_until(now, deadline, settings) if expect_webhook else None
-    table = TrackedId.__table__
     pending: dict[str, None] = {}
 
     def flush() -> None:
@@ -188,10 +187,7 @@ def register(
             }
             for external_id in pending
         ]
-        stmt = dialect_insert(session, table).on_conflict_do_nothing(
-            index_elements=["vendor", "project_id", "external_id"]
-        )
-        inserted = len(session.execute(stmt.returning(table.c.id), rows).all())
+        inserted = insert_new(session, rows)
         result.added += inserted
         result.already_tracked += len(rows) - inserted
         pending.clear()

@@ -20,9 +20,9 @@ from models import (
     Vendor,
 )
 from models.tracking import RECOVERED_PREDICATE
+from worker.accounts import account_gate
 from worker.config import Settings
 from worker.heartbeat import describe, read_state
-from worker.poller import account_gate
 from worker.vendors.registry import VENDORS
 
 SAMPLE = 10
@@ -350,10 +350,10 @@ def render_status(raw: dict[str, Any], out: Console) -> None:
         )
     render_scheduler(raw["scheduler"], out)  # escapes for itself
     for vendor, account in report["accounts"].items():
-        state = account["paused"] or "polling"
+        polling = account["paused"] or "polling"
         out.print(
             f"{vendor}: key {'set' if account['configured'] else 'MISSING'} "
-            f"(fingerprint {account['key_fingerprint']}), {account['base_url']}: {state}",
+            f"(fingerprint {account['key_fingerprint']}), {account['base_url']}: {polling}",
             highlight=False,
         )
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import Table, bindparam, delete, literal_column
+from sqlalchemy import BindParameter, Table, bindparam, delete, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from models import metadata
+from models import QuarantinedPayload, metadata
 from worker.normalize import Normalized
 
 # Bound parameters per statement stay under SQLite's 32766 and Postgres' 65535.
@@ -86,7 +86,9 @@ def upsert_answers(session: Session, answers: Iterable[Normalized]) -> int:
             for start in range(0, len(keys), 1000):
                 # Keys rendered inline: a prepared generic plan made while the table
                 # was small would seq-scan it for ever after.
-                in_keys = bindparam("keys", keys[start : start + 1000], literal_execute=True)
+                in_keys: BindParameter[Any] = bindparam(
+                    "keys", keys[start : start + 1000], literal_execute=True
+                )
                 session.execute(delete(child).where(child.c[key.name].in_(in_keys)))
             rows = [row for a in batch.values() for row in a.children.get(child_name, ())]
             if rows:
@@ -109,7 +111,7 @@ def _insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]])
     sql = f"COPY {table.name} ({', '.join(c.name for c in columns)}) FROM STDIN"
     driver = connection.connection.driver_connection
     try:
-        with driver.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]  # psycopg, checked above
             for row in rows:
                 copy.write_row(
                     [
@@ -120,3 +122,9 @@ def _insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]])
     except psycopg.Error as exc:
         # As an INSERT would fail: callers (and the one-by-one fallback) see DBAPIError.
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+
+
+def store_quarantined(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Bodies that could not be archived, kept verbatim with the reason."""
+    if rows:
+        session.execute(QuarantinedPayload.__table__.insert(), rows)

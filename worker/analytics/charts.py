@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -76,7 +77,7 @@ def _subtitle(report: Report) -> str:
 
 
 # Brands and domains are vendor text: "$5 plans" must not be read as TeX math.
-_PLAIN_TEXT = {"text.parse_math": False}
+_PLAIN_TEXT: dict[Any, Any] = {"text.parse_math": False}
 
 
 @rc_context(_PLAIN_TEXT)
@@ -108,10 +109,12 @@ def draw_chart(report: Report) -> Figure:
         x = [_period_start(g) for g in groups]
         for name in series:
             y = [values.get((g, name), absent) for g in groups]
-            ax.plot(x, y, marker="o", linewidth=2, label=name)
+            # matplotlib converts dates itself; its stubs only name numbers.
+            ax.plot(x, y, marker="o", linewidth=2, label=name)  # type: ignore[arg-type]  # dates are converted
         if len(x) <= 16:
-            ax.set_xticks(x)  # one tick per period, never between two
-        ax.xaxis.set_major_formatter(DateFormatter("%Y-%m" if by == "month" else "%Y-%m-%d"))
+            ax.set_xticks(x)  # type: ignore[arg-type]  # one tick per period, never between
+        fmt = "%Y-%m" if by == "month" else "%Y-%m-%d"
+        ax.xaxis.set_major_formatter(DateFormatter(fmt))  # type: ignore[no-untyped-call]  # untyped in matplotlib
         ax.tick_params(axis="x", labelrotation=30)
     elif by is None:
         for i, name in enumerate(series):

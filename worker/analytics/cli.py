@@ -24,7 +24,7 @@ out = Console()
 EXIT_FAILED = 1  # reprocess: some stored payloads no longer normalize
 
 
-class Timestamp(click.ParamType):
+class Timestamp(click.ParamType):  # type: ignore[type-arg]  # generic only in stubs
     """An ISO 8601 date or time, in UTC unless it has an offset.
 
     A bare date as an upper bound means the whole of that day.

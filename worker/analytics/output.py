@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from datetime import datetime
-from typing import Any, TextIO
+from typing import IO, Any
 
 import orjson
 from rich.console import Console
@@ -82,7 +82,7 @@ def _csv_value(column: str, value: Any, formula_guard: bool) -> Any:
     return neutralize_formula(value) if formula_guard and isinstance(value, str) else value
 
 
-def write_csv(report: Report, out: TextIO, *, formula_guard: bool = True) -> None:
+def write_csv(report: Report, out: IO[str], *, formula_guard: bool = True) -> None:
     """The rows as CSV; `formula_guard` prefixes text cells that could start a formula."""
     # RFC 4180 line ends: Python's writer quotes only cells holding a character of
     # the terminator, so with "\n" alone a cell's CR went out bare and split its row.

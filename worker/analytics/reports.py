@@ -203,7 +203,7 @@ def _ratio(counts: CTE, totals: CTE, brands: Sequence[str]) -> Select[tuple[Any,
     """
     if brands:
         wanted = _wanted_brands(brands)
-        n = func.coalesce(counts.c.n, 0)
+        n: ColumnElement[Any] = func.coalesce(counts.c.n, 0)
         source = totals.join(wanted, true()).outerjoin(
             counts, and_(counts.c.grp == totals.c.grp, counts.c.brand == wanted.c.brand)
         )

@@ -127,7 +127,7 @@ def parse_track_request(body: bytes) -> list[TrackRequest]:
 
 def track_groups(groups: list[TrackRequest], settings: Settings) -> dict[str, Any]:
     """Register every group in one transaction; report counts and rejected ids."""
-    results = []
+    results: list[dict[str, Any]] = []
     with session_scope() as session:
         for group in groups:
             outcome = register(

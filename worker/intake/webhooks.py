@@ -9,7 +9,6 @@ we cannot archive, an unfinished answer) is left for the poller to fetch.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -17,14 +16,12 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from models import TrackedId, TrackedState, Vendor, WebhookDelivery
+from models import TrackedState, Vendor, WebhookDelivery
 from worker.config import Settings
 from worker.metrics import observe_archived
 from worker.normalize import PayloadError
-from worker.policy import Action, Outcome, TrackedView
-
-# The same view of a tracked id that a claimed batch loads.
-from worker.poller import _VIEW_COLUMNS, store_outcomes
+from worker.policy import Action, Outcome
+from worker.poller import store_outcomes
 from worker.registry import (
     InvalidId,
     InvalidTimestamp,
@@ -33,6 +30,7 @@ from worker.registry import (
     validate_external_id,
 )
 from worker.store import dialect_insert
+from worker.tracking import mark_webhook_archived, take_over
 from worker.vendors.base import Target
 from worker.vendors.mentionsapi import webhooks as vendor_webhooks
 from worker.vendors.mentionsapi.spec import MENTIONSAPI
@@ -54,7 +52,11 @@ class DeliveryResult:
     detail: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        doc = {"result": self.result, "event_id": self.event_id, "id": self.external_id}
+        doc: dict[str, Any] = {
+            "result": self.result,
+            "event_id": self.event_id,
+            "id": self.external_id,
+        }
         if self.registered:
             doc["registered"] = True
         if self.detail:
@@ -137,29 +139,15 @@ def apply_delivery(
     # its lease gone and leaves the id alone. An id whose answer is stored
     # (archived, or failed with its error) is not touched at all; one polling
     # gave up on (not_found, error, ...) is archived: the delivery is the answer.
-    token = uuid.uuid4().hex
-    row = session.execute(
-        update(TrackedId)
-        .where(
-            TrackedId.vendor == Vendor.MENTIONSAPI,
-            TrackedId.project_id == "",
-            TrackedId.external_id == envelope.external_id,
-            TrackedId.state.not_in(ANSWER_STORED),
-        )
-        .values(lease_token=token)
-        .returning(*_VIEW_COLUMNS)
-        .execution_options(synchronize_session=False)
-    ).first()
-    if row is None:
+    taken = take_over(session, Vendor.MENTIONSAPI, envelope.external_id, unless=ANSWER_STORED)
+    if taken is None:
         result.result = "already_archived"
     else:
-        view = TrackedView(*row)
+        token, view = taken
         outcome = _outcome(envelope, body, now)
         store_outcomes(session, token, [view], [outcome], now=now, settings=settings)
         if outcome.action is Action.ARCHIVE:
-            session.execute(
-                update(TrackedId).where(TrackedId.id == view.id).values(webhook_archived_at=now)
-            )
+            mark_webhook_archived(session, view.id, now=now)
             assert outcome.final_state is not None
             result.result = outcome.final_state.value  # archived or failed
         elif outcome.action is Action.QUARANTINE:

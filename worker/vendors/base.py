@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy import ColumnElement
 
 from models import Base, TrackedState, Vendor
 from worker.config import Settings
@@ -70,9 +70,9 @@ class VendorSpec(ABC):
         return f"<vendor {self.vendor.value}>"
 
     @property
-    def archive_key(self) -> InstrumentedAttribute[str]:
+    def archive_key(self) -> ColumnElement[str]:
         # Looked up, not stored: a mapped attribute on another class is a descriptor.
-        key: InstrumentedAttribute[str] = getattr(self.archive_table, self.archive_key_name)
+        key: ColumnElement[str] = getattr(self.archive_table, self.archive_key_name)
         return key
 
     @cached_property

@@ -1,0 +1,344 @@
+"""The tracking repository: every read and write of `tracked_ids` the worker,
+the intake and the CLI make goes through a named function here.
+
+Transactions belong to the caller: each function runs in the session it is
+given and never commits. (Reports on the table, read-only, are in
+worker/status.py and worker/alerts.py.)
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import CursorResult, Row, and_, bindparam, func, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, utcnow
+from worker.config import Settings
+from worker.outcome import TrackedView
+from worker.store import dialect_insert
+
+log = logging.getLogger("mentionsync.tracking")
+
+# What a batch (and a webhook delivery) needs to know of a tracked id.
+VIEW_COLUMNS = (
+    TrackedId.id,
+    TrackedId.vendor,
+    TrackedId.project_id,
+    TrackedId.external_id,
+    TrackedId.deadline_at,
+    TrackedId.attempts,
+    TrackedId.consecutive_errors,
+    TrackedId.not_found_streak,
+    TrackedId.invalid_payload_streak,
+    TrackedId.remote_created_at,
+    TrackedId.registered_at,
+    TrackedId.last_polled_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    vendor: Vendor
+    token: str
+    ids: list[int]
+
+    def split(self, size: int) -> list[Claim]:
+        """Batches of at most `size` ids, in claim order, under the same lease."""
+        return [
+            Claim(self.vendor, self.token, self.ids[i : i + size])
+            for i in range(0, len(self.ids), size)
+        ]
+
+
+def db_now(session: Session) -> datetime:
+    """The database's clock: every host's claims and leases agree on it, however
+    far their own clocks drift. (SQLite lives on one host: its clock is ours.)"""
+    if session.connection().dialect.name == "postgresql":
+        value: datetime | None = session.scalar(select(func.now()))
+        assert value is not None
+        return value.astimezone(UTC)
+    return utcnow()
+
+
+def in_flight(session: Session, vendor: Vendor, now: datetime) -> int:
+    stmt = select(func.count()).where(
+        TrackedId.state.in_(ACTIVE_STATES),
+        TrackedId.vendor == vendor,
+        TrackedId.lease_token.is_not(None),
+        TrackedId.next_poll_at > now,
+    )
+    return session.scalar(stmt) or 0
+
+
+def claim_due(
+    session: Session,
+    vendor: Vendor,
+    limit: int,
+    *,
+    now: datetime | None = None,
+    settings: Settings,
+    stalest_first: bool = False,
+) -> Claim | None:
+    """Lease up to `limit` due ids of one vendor, earliest deadline first.
+
+    `FOR UPDATE SKIP LOCKED` lets any number of schedulers claim at once without
+    taking the same id twice (SQLite serializes writers instead). The lease is
+    next_poll_at itself: if the batch dies, the id is simply due again later.
+    `now` is the database's clock unless a caller (a test) sets it.
+    `stalest_first` takes the least recently polled ids instead: a refused key's
+    re-check then tries a different id each time, not the same bad one.
+    """
+    if limit <= 0:
+        return None
+    if now is None:
+        now = db_now(session)
+    token = uuid.uuid4().hex
+    table = TrackedId.__table__
+    order = (
+        (table.c.last_polled_at.asc().nulls_first(), table.c.id)
+        if stalest_first
+        else (table.c.deadline_at,)
+    )
+    due = (
+        select(table.c.id)
+        .where(
+            table.c.state.in_(ACTIVE_STATES),
+            table.c.next_poll_at <= now,
+            table.c.vendor == vendor,
+        )
+        .order_by(*order)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claim = (
+        update(table)
+        .where(table.c.id.in_(due.scalar_subquery()))
+        .values(lease_token=token, next_poll_at=now + timedelta(seconds=settings.lease_seconds))
+        .returning(table.c.id, table.c.deadline_at)
+    )
+    # RETURNING has no order of its own: restore earliest deadline first, so the
+    # first batch split off this claim is the most urgent one. Postgres sorts in
+    # the statement (thousands of rows, no timestamps to convert in Python);
+    # SQLite cannot put an UPDATE in a CTE, and its claims are small.
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        claimed = claim.cte("claimed")
+        ordered = select(claimed.c.id).order_by(claimed.c.deadline_at, claimed.c.id)
+        ids = list(conn.execute(ordered).scalars())
+    else:
+        ids = [r.id for r in sorted(conn.execute(claim).all(), key=lambda r: (r[1], r[0]))]
+    return Claim(vendor, token, ids) if ids else None
+
+
+def load_claim(
+    session: Session, claim: Claim
+) -> tuple[list[TrackedView], datetime | None, datetime]:
+    """The claimed ids this batch still owns (a redelivered task may own none),
+    when the earliest of their leases expires, and the database's time now."""
+    now = db_now(session)
+    rows = session.execute(
+        select(*VIEW_COLUMNS, TrackedId.next_poll_at).where(
+            TrackedId.id.in_(claim.ids),
+            TrackedId.lease_token == claim.token,
+            TrackedId.state.in_(ACTIVE_STATES),
+            TrackedId.next_poll_at > now,
+        )
+    ).all()
+    lease_expires = min((row.next_poll_at for row in rows), default=None)
+    return [_view(row) for row in rows], lease_expires, now
+
+
+def _view(row: Row[Any] | Any) -> TrackedView:
+    return TrackedView(*(row[: len(VIEW_COLUMNS)]))
+
+
+def lock_leased(
+    session: Session, token: str, ids: Sequence[int], *, live_at: datetime | None = None
+) -> set[int]:
+    """Which of `ids` are still leased to `token`, locked until the transaction
+    ends; with `live_at`, only leases that have not expired by then.
+
+    Every write of a batch goes through this fence: a batch whose lease expired
+    or was taken over (a newer claim, a webhook delivery) writes nothing.
+    """
+    if not ids:
+        return set()
+    stmt = select(TrackedId.id).where(TrackedId.id.in_(ids), TrackedId.lease_token == token)
+    if live_at is not None:
+        stmt = stmt.where(TrackedId.next_poll_at > live_at)
+    return set(session.scalars(stmt.with_for_update()))
+
+
+# Not archived, and no poll is going to archive them any more once the vendor
+# has deleted the answer. Active ids get a grace period past their deadline (a
+# poll may still be on its way, and the vendor's clock is not ours); the others
+# are lost at the deadline.
+_LOSABLE_STATES = (
+    TrackedState.TRACKED,
+    TrackedState.POLLING,
+    TrackedState.ERROR,
+    TrackedState.INVALID_PAYLOAD,
+)
+
+
+def record_losses(session: Session, settings: Settings, *, now: datetime | None = None) -> int:
+    """Record as `expired` (lost) every id whose deadline passed before its
+    answer was archived, whatever state it was left in; returns how many."""
+    now = now or db_now(session)
+    grace = now - timedelta(seconds=settings.loss_grace_seconds)
+    lost = 0
+    for state in _LOSABLE_STATES:
+        cutoff = grace if state in ACTIVE_STATES else now
+        result: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # an UPDATE
+            update(TrackedId)
+            .where(
+                TrackedId.state == state,
+                TrackedId.deadline_at < cutoff,
+                # Named, so the active ids are found through ix_tracked_ids_due.
+                TrackedId.vendor.in_(tuple(Vendor)),
+                # A batch still holding the id decides for itself.
+                or_(TrackedId.lease_token.is_(None), TrackedId.next_poll_at <= now),
+            )
+            .values(
+                state=TrackedState.EXPIRED,
+                final_at=now,
+                next_poll_at=now,
+                lease_token=None,
+                last_error=func.substr(
+                    literal(f"lost: the deadline passed while {state.value}")
+                    + func.coalesce(literal(": ") + TrackedId.last_error, literal("")),
+                    1,
+                    2000,
+                ),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        lost += result.rowcount or 0
+    if lost:
+        log.warning(
+            "%d ids passed their deadline unarchived and are recorded as lost (expired)",
+            lost,
+            extra={"count": lost},
+        )
+    return lost
+
+
+def write_states(
+    session: Session, token: str, planned: Iterable[tuple[int, Mapping[str, Any]]]
+) -> None:
+    """Each id's planned column values, for ids still leased to `token`; one
+    executemany per set of columns."""
+    updates: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for id_, values in planned:
+        row = {**values, "b_id": id_}
+        updates.setdefault(frozenset(row), []).append(row)
+    table = TrackedId.__table__
+    for keys, rows in updates.items():
+        stmt = (
+            update(table)
+            .where(and_(table.c.id == bindparam("b_id"), table.c.lease_token == token))
+            .values({k: bindparam(k) for k in keys if k != "b_id"})
+        )
+        session.connection().execute(stmt, rows)
+
+
+def release(session: Session, token: str, ids: Sequence[int], *, due_at: datetime) -> None:
+    """Give leased ids back unfetched, due again at `due_at`."""
+    session.execute(
+        update(TrackedId)
+        .where(TrackedId.id.in_(ids), TrackedId.lease_token == token)
+        .values(lease_token=None, next_poll_at=due_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def insert_new(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert ids not tracked yet (an id already tracked is left exactly as it
+    is); returns how many were new."""
+    if not rows:
+        return 0
+    table = TrackedId.__table__
+    stmt = dialect_insert(session, table).on_conflict_do_nothing(
+        index_elements=["vendor", "project_id", "external_id"]
+    )
+    return len(session.execute(stmt.returning(table.c.id), rows).all())
+
+
+def take_over(
+    session: Session,
+    vendor: Vendor,
+    external_id: str,
+    *,
+    unless: Sequence[TrackedState],
+) -> tuple[str, TrackedView] | None:
+    """Lease an id to the caller whatever batch holds it (that batch then finds
+    its lease gone and writes nothing), unless it is in one of `unless`."""
+    token = uuid.uuid4().hex
+    row = session.execute(
+        update(TrackedId)
+        .where(
+            TrackedId.vendor == vendor,
+            TrackedId.project_id == "",
+            TrackedId.external_id == external_id,
+            TrackedId.state.not_in(unless),
+        )
+        .values(lease_token=token)
+        .returning(*VIEW_COLUMNS)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return None if row is None else (token, _view(row))
+
+
+def mark_webhook_archived(session: Session, id_: int, *, now: datetime) -> None:
+    session.execute(update(TrackedId).where(TrackedId.id == id_).values(webhook_archived_at=now))
+
+
+def requeue(session: Session, states: Sequence[TrackedState], vendor: Vendor | None) -> int:
+    """Put ids in final `states` back in the poll queue, due now, counters reset."""
+    stmt = (
+        update(TrackedId)
+        .where(TrackedId.state.in_(states))
+        .values(
+            state=TrackedState.POLLING,
+            next_poll_at=utcnow(),
+            lease_token=None,
+            consecutive_errors=0,
+            not_found_streak=0,
+            invalid_payload_streak=0,
+            final_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if vendor is not None:
+        stmt = stmt.where(TrackedId.vendor == vendor)
+    result: CursorResult[Any] = session.execute(stmt)  # type: ignore[assignment]  # an UPDATE
+    return result.rowcount or 0
+
+
+def next_due(session: Session) -> datetime | None:
+    """When the next active id is due (or its lease ends)."""
+    return session.scalar(
+        select(func.min(TrackedId.next_poll_at)).where(TrackedId.state.in_(ACTIVE_STATES))
+    )
+
+
+def active_vendors(session: Session) -> set[Vendor]:
+    return set(
+        session.scalars(
+            select(TrackedId.vendor).where(TrackedId.state.in_(ACTIVE_STATES)).distinct()
+        )
+    )
+
+
+def any_project(session: Session, vendor: Vendor) -> str | None:
+    """A project this deployment tracks for `vendor`, if any."""
+    project = session.scalar(
+        select(TrackedId.project_id).where(TrackedId.vendor == vendor).limit(1)
+    )
+    return project or None
