@@ -7,38 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.fixtures.documented import RUN_DOC_EXAMPLE as DOC_EXAMPLE
+from tests.fixtures.documented import RUN_ID
+from tests.fixtures.documented import RUN_PROJECT as PROJECT
 from worker.normalize import PayloadError
 from worker.vendors.mentionlab.normalize import created_at, normalize_execution
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-PROJECT = "11111111-2222-4333-8444-555555555555"
-
-# The documented example, verbatim, plus the required `status`.
-DOC_EXAMPLE = {
-    "jobExecutionId": "3f1a7b2c-9d4e-4f6a-8b1c-2e5f7a9d0c11",
-    "aiResponseId": "a8d2e4f0-1b3c-4d5e-9f8a-7c6b5a4d3e2f",
-    "jobId": "d9c8b7a6-5f4e-4d3c-9b2a-1e0f9d8c7b6a",
-    "initiatedAt": "2026-06-08T10:15:30.000Z",
-    "createdAt": "2026-06-08T10:15:31.000Z",
-    "model": "gpt-4o",
-    "status": "success",
-    "executionNumber": 1,
-    "hasSources": True,
-    "hasShopping": False,
-    "sources": [{"domain": "reddit.com", "url": "https://reddit.com/r/crm/..."}],
-    "entities": [
-        {
-            "displayKey": "550e8400-e29b-41d4-a716-446655440000",
-            "displayName": "Acme Corp",
-            "isPrimary": True,
-            "sentimentScore": 72.3,
-        }
-    ],
-    "queryId": "c2b4d6e8-0a1f-4c3d-8e7b-6a5f4d3c2b1a",
-    "country": "US",
-    "language": "en",
-}
-RUN_ID = DOC_EXAMPLE["jobExecutionId"]
 
 
 def normalize(body: dict) -> object:  # type: ignore[type-arg]

@@ -9,63 +9,13 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from tests.fixtures.documented import ASK_DOC_EXAMPLE as DOC_EXAMPLE
+from tests.fixtures.documented import ASK_ID
 from worker.normalize import PayloadError, parse_json
 from worker.normalize.common import parse_document
 from worker.vendors.mentionsapi.normalize import normalize_ask
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-
-# The documented "succeeded" example, verbatim.
-DOC_EXAMPLE = {
-    "request_id": "req_01H8X2Y3Z4ABC",
-    "id": "ask_01H8X2Y3Z4PQR5STU6VW7XYZ8",
-    "cached": False,
-    "cache_tier": "miss",
-    "providers": [
-        {
-            "provider": "openai",
-            "model": "gpt-4o-2024-11-20",
-            "content": "Supabase has emerged as a developer favorite…",
-            "latency_ms": 1240,
-            "tokens": {"input": 64, "output": 312},
-            "citations": [
-                {
-                    "url": "https://supabase.com/pricing",
-                    "domain": "supabase.com",
-                    "title": "Pricing | Supabase",
-                }
-            ],
-        }
-    ],
-    "brand_mentions": [
-        {
-            "brand": "Supabase",
-            "provider": "openai",
-            "rank": 0,
-            "sentiment": "positive",
-            "context": "Supabase has emerged…",
-        }
-    ],
-    "citations": [
-        {
-            "url": "https://supabase.com/pricing",
-            "domain": "supabase.com",
-            "title": "Pricing | Supabase",
-        }
-    ],
-    "usage": {
-        "billable_units": 1,
-        "latency_ms": 1240,
-        "cost_cents": 4,
-        "cost_breakdown": {
-            "our_price_cents": 4,
-            "upstream_cost_cents_estimate": 1,
-            "margin_cents": 3,
-            "by_provider": [],
-        },
-    },
-}
-ASK_ID = DOC_EXAMPLE["id"]
 
 
 def test_documented_example_maps_every_field() -> None:

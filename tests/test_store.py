@@ -17,10 +17,10 @@ from models import (
     JobExecutionEntity,
     JobExecutionSource,
 )
-from tests.test_normalize_mentionlab import DOC_EXAMPLE as RUN
-from tests.test_normalize_mentionlab import PROJECT, RUN_ID
-from tests.test_normalize_mentionsapi import ASK_ID
-from tests.test_normalize_mentionsapi import DOC_EXAMPLE as ASK
+from tests.fixtures.documented import ASK_DOC_EXAMPLE as ASK
+from tests.fixtures.documented import ASK_ID, RUN_ID
+from tests.fixtures.documented import RUN_DOC_EXAMPLE as RUN
+from tests.fixtures.documented import RUN_PROJECT as PROJECT
 from worker.db import session_scope
 from worker.store import upsert_answers
 from worker.vendors.mentionlab.normalize import normalize_execution

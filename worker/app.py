@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu.entity import Queue
 
+from worker.common import is_redis_url
 from worker.config import ConfigError, get_settings
 from worker.db import reset_engine
 from worker.logs import setup_logging
@@ -27,7 +28,7 @@ from worker.schedule import (
 
 
 def _transport_options(broker_url: str) -> dict[str, Any]:
-    if broker_url.startswith(("redis://", "rediss://")):
+    if is_redis_url(broker_url):
         # Redis redelivers an unacknowledged message after this; it must exceed
         # the longest batch. Long waits never sit in the broker (next_poll_at).
         return {"visibility_timeout": max(3600, int(settings.lease_seconds * 2))}

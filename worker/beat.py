@@ -25,6 +25,7 @@ from celery.beat import PersistentScheduler, ScheduleEntry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from worker.common import short_error
 from worker.config import Settings, get_settings
 from worker.heartbeat import (
     instance_name,
@@ -37,11 +38,6 @@ from worker.heartbeat import (
 from worker.schedule import DISPATCH_TASK
 
 log = logging.getLogger("mentionsync.beat")
-
-
-def _short(exc: BaseException) -> str:
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 # --- beat -------------------------------------------------------------------------------
@@ -84,7 +80,7 @@ class TickWriter:
                 log.warning(
                     "beat %s cannot record its heartbeat (%s); it keeps scheduling",
                     self.instance,
-                    _short(exc),
+                    short_error(exc),
                 )
                 self._failing = True
             return
@@ -216,7 +212,7 @@ class Watchdog(threading.Thread):
                 state = read_state(session.connection())
         except Exception as exc:
             if not self._db_failing:
-                log.warning("watchdog: cannot read the scheduler heartbeat: %s", _short(exc))
+                log.warning("watchdog: cannot read the scheduler heartbeat: %s", short_error(exc))
                 self._db_failing = True
             return None
         self._db_failing = False

@@ -44,6 +44,7 @@ def _parse_iso(value: str | None) -> datetime | None:
             f"not an ISO 8601 timestamp: {value!r}", param_hint="--created-at"
         ) from None
     try:
+        # Without an offset: UTC. The range check also refuses what UTC cannot hold.
         return validate_created_at(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed)
     except InvalidTimestamp as exc:
         raise click.BadParameter(f"{value!r}: {exc}", param_hint="--created-at") from None

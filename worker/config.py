@@ -9,6 +9,7 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.common import is_redis_url
 from worker.vendors.mentionlab.settings import MentionLabSettings
 from worker.vendors.mentionsapi.settings import MentionsAPISettings
 
@@ -44,8 +45,8 @@ class Settings(MentionsAPISettings, MentionLabSettings, BaseSettings):
     )
 
     # Scheduling.
-    # A tick claims at most MAX_IN_FLIGHT ids per vendor, so one tick a second
-    # keeps the claim (2,000 ids/s per vendor) above the largest documented plan.
+    # A tick claims at most MAX_IN_FLIGHT ids per vendor: one tick a second must
+    # claim faster than the largest documented plan fetches.
     poll_tick_seconds: float = Field(1.0, gt=0, description="How often beat claims due ids.")
     poll_interval_seconds: float = Field(
         20.0, gt=0, description="First wait before re-polling an unfinished answer."
@@ -54,8 +55,8 @@ class Settings(MentionsAPISettings, MentionLabSettings, BaseSettings):
         300.0, gt=0, description="Cap of the backoff between polls of an unfinished answer."
     )
     # A task and its two transactions cost about ten statements whatever the
-    # batch size: 100 ids spread them over more answers than 50 did (+2.5 % ids/s
-    # in the throughput benchmark), and a killed process re-fetches one batch.
+    # batch size, so larger batches spread them over more answers (measured in
+    # docs/benchmarks.md); a killed process re-fetches one batch.
     batch_size: int = Field(100, ge=1, le=1000, description="Ids per worker task.")
     max_in_flight: int = Field(2000, ge=1, description="Claimed, unfinished ids at most.")
     lease_seconds: float = Field(
@@ -154,7 +155,7 @@ class Settings(MentionsAPISettings, MentionLabSettings, BaseSettings):
     def shared_redis_url(self) -> str | None:
         if self.redis_url:
             return self.redis_url
-        if self.celery_broker_url.startswith(("redis://", "rediss://")):
+        if is_redis_url(self.celery_broker_url):
             return self.celery_broker_url
         return None
 

@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from worker.common import is_redis_url, short_error
 from worker.config import Settings
 from worker.vendors.registry import VENDORS
 
@@ -51,7 +52,7 @@ def check_database(settings: Settings) -> Check:
         return Check(
             "database",
             FAIL,
-            f"cannot connect: {_short(exc)}",
+            f"cannot connect: {short_error(exc)}",
             "check DATABASE_URL, that the server is up and that this host may connect",
         )
     return Check("database", OK, _safe_url(settings.database_url))
@@ -69,7 +70,7 @@ def check_schema(settings: Settings) -> Check:
         with get_engine().connect() as conn:
             current = set(MigrationContext.configure(conn).get_current_heads())
     except Exception as exc:
-        return Check("migrations", FAIL, f"cannot read the schema version: {_short(exc)}")
+        return Check("migrations", FAIL, f"cannot read the schema version: {short_error(exc)}")
     if current == heads:
         return Check("migrations", OK, f"at head ({', '.join(sorted(heads))})")
     return Check(
@@ -84,7 +85,7 @@ def check_schema(settings: Settings) -> Check:
 def check_broker(settings: Settings) -> Check:
     url = settings.celery_broker_url
     try:
-        if url.startswith(("redis://", "rediss://")):
+        if is_redis_url(url):
             import redis
 
             client = redis.Redis.from_url(
@@ -113,7 +114,7 @@ def check_broker(settings: Settings) -> Check:
         return Check(
             "broker",
             FAIL,
-            f"cannot reach {_safe_url(url)}: {_short(exc)}",
+            f"cannot reach {_safe_url(url)}: {short_error(exc)}",
             "check CELERY_BROKER_URL and that Redis is up",
         )
     return Check("broker", OK, _safe_url(url))
@@ -128,7 +129,7 @@ def check_scheduler(settings: Settings) -> Check:
         with session_scope() as session:
             state = read_state(session.connection())
     except Exception as exc:
-        return Check("scheduler", FAIL, f"cannot read the heartbeats: {_short(exc)}")
+        return Check("scheduler", FAIL, f"cannot read the heartbeats: {short_error(exc)}")
     threshold = stall_after(settings)
     start = "start one beat: `celery -A worker.app beat` (or `mentionsync run`)"
     reason = stall_reason(state, settings)
@@ -222,7 +223,7 @@ def check_configuration(settings: Settings) -> list[Check]:
                 "use postgresql+psycopg://… in production",
             )
         )
-    if not settings.celery_broker_url.startswith(("redis://", "rediss://")):
+    if not is_redis_url(settings.celery_broker_url):
         checks.append(
             Check(
                 "broker url",
@@ -293,7 +294,7 @@ def check_shared_redis(settings: Settings) -> Check | None:
         return Check(
             "rate budget",
             WARN,
-            f"cannot reach {_safe_url(url)}: {_short(exc)}; each process falls back to "
+            f"cannot reach {_safe_url(url)}: {short_error(exc)}; each process falls back to "
             f"{settings.rate_limit_local_share:g} of the budget",
             "check REDIS_URL",
         )
@@ -474,11 +475,6 @@ def _is_loopback(url: str) -> bool:
     from urllib.parse import urlsplit
 
     return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
-
-
-def _short(exc: BaseException) -> str:
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 _MARKS: dict[str, Callable[[str], str]] = {

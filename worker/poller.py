@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from models import Vendor, utcnow
 from worker.accounts import account_gate, current_account, passes_by_itself, update_account
+from worker.common import short_error
 from worker.config import Settings
 from worker.db import session_scope
 from worker.metrics import observe_polled_batch
@@ -172,14 +173,14 @@ def write_outcomes(
     except DBAPIError as exc:
         if is_disconnect(exc):
             raise  # still unreachable: the task retries; the lease keeps the ids safe
-        error = _short(exc)
+        error = short_error(exc)
     except Exception as exc:
         log.exception(
             "unexpected error writing a %s batch",
             claim.vendor,
             extra={"vendor": claim.vendor.value},
         )
-        error = f"{type(exc).__name__}: {_short(exc)}"
+        error = f"{type(exc).__name__}: {short_error(exc)}"
     log.warning(
         "batch write failed, retrying one id at a time",
         extra={"vendor": claim.vendor.value, "count": len(views), "error": error},
@@ -209,7 +210,7 @@ def _write_surviving_outages(write: Callable[[Session], int], settings: Settings
             log.warning(
                 "database unreachable, keeping the fetched batch and retrying in %.1fs: %s",
                 delay,
-                _short(exc),
+                short_error(exc),
             )
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -245,7 +246,9 @@ def fetch_all(vendor: Vendor, views: Sequence[TrackedView], *, send_within: floa
                 extra={"vendor": view.vendor.value},
             )
             outcome = Outcome(
-                Action.RETRY, None, reason=f"internal error: {type(exc).__name__}: {_short(exc)}"
+                Action.RETRY,
+                None,
+                reason=f"internal error: {type(exc).__name__}: {short_error(exc)}",
             )
         if outcome.action is Action.PAUSE_ACCOUNT:
             stop.append(outcome)
@@ -320,7 +323,7 @@ def _store(
             outcome = Outcome(
                 Action.RETRY,
                 outcome.http_status,
-                reason=f"internal error: {type(exc).__name__}: {_short(exc)}",
+                reason=f"internal error: {type(exc).__name__}: {short_error(exc)}",
             )
             values = plan(view, outcome, now=now, settings=settings, rng=_rng)
         planned.append((view, outcome, values))
@@ -359,7 +362,7 @@ def _apply_one_by_one(
         except DBAPIError as exc:
             if is_disconnect(exc):
                 raise
-            reason = f"invalid payload: the database refused the rows: {_short(exc)}"
+            reason = f"invalid payload: the database refused the rows: {short_error(exc)}"
         except Exception as exc:
             log.exception(
                 "cannot store %s %s",
@@ -367,7 +370,7 @@ def _apply_one_by_one(
                 view.external_id,
                 extra={"vendor": view.vendor.value},
             )
-            reason = f"invalid payload: cannot be stored: {type(exc).__name__}: {_short(exc)}"
+            reason = f"invalid payload: cannot be stored: {type(exc).__name__}: {short_error(exc)}"
         log.error(
             "quarantined %s %s: %s",
             view.vendor,
@@ -387,9 +390,13 @@ def _apply_one_by_one(
         except DBAPIError as exc:
             if is_disconnect(exc):
                 raise
-            _give_back(claim, view, f"{reason}; quarantine failed too: {_short(exc)}", settings)
+            _give_back(
+                claim, view, f"{reason}; quarantine failed too: {short_error(exc)}", settings
+            )
         except Exception as exc:
-            _give_back(claim, view, f"{reason}; quarantine failed too: {_short(exc)}", settings)
+            _give_back(
+                claim, view, f"{reason}; quarantine failed too: {short_error(exc)}", settings
+            )
     return written
 
 
@@ -445,11 +452,6 @@ def _raw_json(outcome: Outcome) -> bytes:
         except TypeError:  # nested deeper than orjson writes
             return b""
     return b""
-
-
-def _short(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", exc)).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def _finish(report: BatchReport, started: float) -> BatchReport:

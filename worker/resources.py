@@ -46,10 +46,10 @@ MALLOC_ARENAS = 2
 
 # Bodies of a few to a few hundred kB are parsed by several fetch threads at once:
 # glibc's malloc keeps what they freed, fragmented across per-thread arenas, and
-# a worker's RSS crept up over a long run (the memory benchmark: +12 % over
-# 100,000 ids) although Python's own allocations stayed flat (tracemalloc). Two
-# arenas, and the free pages handed back at most once a second between batches,
-# keep it flat (+5 %). Both are no-ops elsewhere than glibc.
+# a worker's RSS creeps up over a long run although Python's own allocations stay
+# flat. Two arenas, and the free pages handed back at most once a second between
+# batches, keep it flat (docs/benchmarks.md, memory scenario). Both are no-ops
+# elsewhere than glibc.
 
 
 @functools.cache

@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from models import Vendor
 from worker.analytics.reports import GROUPS, KINDS, Filters
 from worker.analytics.views import VIEWS as VIEW_NAMES
+from worker.common import parse_iso_utc
 
 err = Console(stderr=True)
 out = Console()
@@ -46,10 +47,9 @@ class Timestamp(click.ParamType):  # type: ignore[type-arg]  # generic only in s
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
             return start + timedelta(days=1) if self.end_of_day else start
         try:
-            parsed = datetime.fromisoformat(value)
+            return parse_iso_utc(value)
         except ValueError:
             self.fail(f"not an ISO 8601 date or timestamp: {value!r}", param, ctx)
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 SINCE = click.option(

@@ -13,6 +13,8 @@ from typing import Annotated, Any, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from worker.common import parse_iso_utc
+
 T = TypeVar("T")
 
 # orjson reads integers wider than 64 bits as floats, which would round them in
@@ -128,13 +130,13 @@ def parse_timestamp(value: str | None, field_name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
+        datetime.fromisoformat(value)
     except ValueError:
         raise PayloadError(f"{field_name} is not an ISO 8601 timestamp: {value[:64]!r}") from None
     try:
         # A timestamp without an offset is taken as UTC, as both vendors document UTC.
-        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    except OverflowError:  # "0001-01-01T00:00:00+01:00" is before year 1 in UTC
+        parsed = parse_iso_utc(value)
+    except ValueError:  # "0001-01-01T00:00:00+01:00" is before year 1 in UTC
         parsed = EARLIEST_TIMESTAMP - timedelta(days=1)
     if not EARLIEST_TIMESTAMP <= parsed < LATEST_TIMESTAMP:
         raise PayloadError(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.common import parse_iso_utc
 from worker.normalize import PayloadError, parse_json
 
 EVENT_TYPE = "ask.completed"
@@ -101,11 +102,9 @@ def created_at(doc: dict[str, Any]) -> datetime | None:
     value = doc.get("created_at")
     if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value)
+            parsed = parse_iso_utc(value)
         except ValueError:
             return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
     else:
         value = doc.get("created")
         if isinstance(value, int | float) and not isinstance(value, bool):
