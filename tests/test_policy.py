@@ -10,7 +10,9 @@ import pytest
 
 from models import TrackedState, Vendor
 from worker.config import Settings
-from worker.policy import POLICIES, Action, Outcome, TrackedView, plan, rule_for
+from worker.outcome import Action, Outcome, TrackedView
+from worker.policy import POLICIES, rule_for
+from worker.scheduling import plan
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 SETTINGS = Settings(

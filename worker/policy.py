@@ -1,24 +1,14 @@
-"""What each vendor response leads to: the retry policy, in one place.
-
-`POLICIES` is the table the README reproduces. `plan()` turns an outcome into the
-new state of a tracked id; it is pure, so every row of the table is tested
-without a server.
-"""
+"""Which action follows a response: the status table of each vendor (the
+common rules with its own overrides, worker/vendors), as the README reproduces
+it. When the id is polled next is worker/scheduling.py's."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
-from datetime import datetime, timedelta
-from typing import Any
 
-from models import TrackedState, Vendor
-from worker.config import Settings
-from worker.outcome import Action, Outcome, Rule, TrackedView
+from models import Vendor
+from worker.outcome import Rule
 from worker.vendors.registry import VENDORS
-
-__all__ = ["POLICIES", "Action", "Outcome", "Rule", "TrackedView", "plan", "rule_for"]
-
 
 # Each vendor's table: the common rules with its own overrides (worker/vendors).
 POLICIES: dict[Vendor, Mapping[int | str, Rule]] = {
@@ -28,118 +18,3 @@ POLICIES: dict[Vendor, Mapping[int | str, Rule]] = {
 
 def rule_for(vendor: Vendor, status: int | None) -> Rule:
     return VENDORS[vendor].rule_for(status)
-
-
-def _jitter(seconds: float, rng: random.Random) -> float:
-    # +/-20 %: ids registered together drift apart instead of polling in lockstep.
-    return seconds * rng.uniform(0.8, 1.2)
-
-
-def pending_delay(polls: int, settings: Settings, rng: random.Random) -> float:
-    """Wait before the next poll of an answer still being worked on.
-
-    Grows by 1.5x from poll_interval_seconds up to poll_max_interval_seconds: a
-    job that usually completes within 15 minutes gets about eight polls by then.
-    """
-    base = settings.poll_interval_seconds * 1.5 ** max(0, polls - 1)
-    return _jitter(min(base, settings.poll_max_interval_seconds), rng)
-
-
-def retry_delay(
-    errors: int, retry_after: float | None, settings: Settings, rng: random.Random
-) -> float:
-    """Exponential backoff with jitter, never shorter than the vendor's Retry-After."""
-    base = min(settings.retry_base_seconds * 2 ** max(0, errors - 1), settings.retry_max_seconds)
-    return max(retry_after or 0.0, _jitter(base, rng))
-
-
-def plan(
-    tracked: TrackedView,
-    outcome: Outcome,
-    *,
-    now: datetime,
-    settings: Settings,
-    rng: random.Random,
-) -> dict[str, Any]:
-    """The tracked id's new column values after an outcome (lease released)."""
-    update: dict[str, Any] = {
-        "lease_token": None,
-        "last_http_status": outcome.http_status,
-        "last_polled_at": now,
-        "last_error": outcome.reason,
-    }
-    counts = outcome.action not in (Action.THROTTLE, Action.PAUSE_ACCOUNT)
-    attempts = tracked.attempts + 1 if counts else tracked.attempts
-    update["attempts"] = attempts
-    if outcome.remote_created_at is not None and tracked.remote_created_at is None:
-        update["remote_created_at"] = outcome.remote_created_at
-        update["deadline_at"] = outcome.remote_created_at + settings.retention
-
-    def final(state: TrackedState) -> dict[str, Any]:
-        update.update(state=state, final_at=now, next_poll_at=now)
-        return update
-
-    match outcome.action:
-        case Action.ARCHIVE:
-            assert outcome.final_state is not None
-            update.update(
-                archived_at=now, consecutive_errors=0, not_found_streak=0, invalid_payload_streak=0
-            )
-            return final(outcome.final_state)
-        case Action.EXPIRE:
-            return final(TrackedState.EXPIRED)
-        case Action.REJECT:
-            return final(TrackedState.INVALID)
-        case Action.QUARANTINE:
-            # The body is kept either way (quarantined_payloads). A truncated body or
-            # a proxy's HTML page is often a glitch, so fetch again a few times
-            # before calling the answer itself unarchivable.
-            streak = tracked.invalid_payload_streak + 1
-            update["invalid_payload_streak"] = streak
-            if streak >= settings.invalid_payload_attempts:
-                return final(TrackedState.INVALID_PAYLOAD)
-            delay = retry_delay(streak, None, settings, rng)
-            update.update(state=TrackedState.POLLING, next_poll_at=now + timedelta(seconds=delay))
-            return update
-        case Action.CONFIRM_NOT_FOUND:
-            deadline = update.get("deadline_at", tracked.deadline_at)
-            if now >= deadline:
-                # Past retention a vendor may answer 404 once the row is pruned.
-                return final(TrackedState.EXPIRED)
-            streak = tracked.not_found_streak + 1
-            update["not_found_streak"] = streak
-            if streak >= settings.not_found_confirmations:
-                return final(TrackedState.NOT_FOUND)
-            delay = _jitter(settings.not_found_recheck_seconds * streak, rng)
-            update.update(state=TrackedState.POLLING, next_poll_at=now + timedelta(seconds=delay))
-            return update
-        case Action.POLL_LATER:
-            update.update(
-                state=TrackedState.POLLING,
-                consecutive_errors=0,
-                not_found_streak=0,
-                invalid_payload_streak=0,
-                last_error=None,
-                next_poll_at=now + timedelta(seconds=pending_delay(attempts, settings, rng)),
-            )
-            return update
-        case Action.THROTTLE:
-            delay = max(outcome.retry_after or 1.0, 1.0) + rng.uniform(0, 1.0)
-            update["next_poll_at"] = now + timedelta(seconds=delay)
-            return update
-        case Action.PAUSE_ACCOUNT:
-            # The pause lives on the account (vendor_accounts), not on the id:
-            # the moment the key is fixed, every id is due again.
-            update["next_poll_at"] = now
-            return update
-        case Action.RETRY:
-            errors = tracked.consecutive_errors + 1
-            update["consecutive_errors"] = errors
-            if errors >= settings.max_attempts:
-                update["last_error"] = f"gave up after {errors} attempts: {outcome.reason}"
-                return final(TrackedState.ERROR)
-            delay = retry_delay(errors, outcome.retry_after, settings, rng)
-            update.update(state=TrackedState.POLLING, next_poll_at=now + timedelta(seconds=delay))
-            return update
-        case Action.INSPECT:
-            raise ValueError("INSPECT must be resolved by the vendor client before planning")

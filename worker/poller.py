@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -26,8 +26,9 @@ from worker.common import short_error
 from worker.config import Settings
 from worker.db import session_scope
 from worker.metrics import observe_polled_batch
-from worker.policy import Action, Outcome, TrackedView, plan
+from worker.outcome import Action, Outcome, TrackedView
 from worker.resources import get_resources
+from worker.scheduling import in_flight_capacity, plan, released_until
 from worker.store import store_quarantined, upsert_answers
 from worker.tracking import (
     Claim,
@@ -78,11 +79,8 @@ class BatchReport:
 
 
 def lease_capacity(settings: Settings, vendor: Vendor) -> int:
-    """Ids in flight at most: MAX_IN_FLIGHT, and no more than the key's rate budget
-    can fetch in half a lease, so queued batches never outlive their leases."""
-    budget = get_resources().clients[vendor].limiter.budget
-    fetchable = int(budget.effective_rate * settings.lease_seconds * 0.5)
-    return min(settings.max_in_flight, max(settings.batch_size, fetchable))
+    """How many ids of `vendor` may be in flight, by this process's view of its key."""
+    return in_flight_capacity(settings, get_resources().clients[vendor].limiter.budget)
 
 
 def claim_batches(
@@ -434,10 +432,8 @@ def release_claim(claim: Claim, settings: Settings, *, delay: float | None = Non
     with session_scope() as session:
         now = db_now(session)
         account = current_account(session, claim.vendor, settings)
-        later = now + timedelta(seconds=settings.poll_tick_seconds if delay is None else delay)
-        if account is not None and account.paused_until and account.paused_until > later:
-            later = account.paused_until
-        release(session, claim.token, claim.ids, due_at=later)
+        due_at = released_until(now, settings, account, delay)
+        release(session, claim.token, claim.ids, due_at=due_at)
 
 
 def _raw_json(outcome: Outcome) -> bytes:

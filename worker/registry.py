@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from models import Vendor, utcnow
 from worker.config import Settings
+from worker.scheduling import webhook_grace_until
 from worker.tracking import insert_new
 from worker.vendors.registry import VENDORS
 
@@ -130,16 +131,6 @@ def read_lines(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
 def label_arguments(values: Iterable[str]) -> Iterator[tuple[str, str]]:
     for number, value in enumerate(values, start=1):
         yield f"argument {number}", value
-
-
-def webhook_grace_until(now: datetime, deadline: datetime, settings: Settings) -> datetime:
-    """Until when an id expecting a webhook is left unpolled.
-
-    WEBHOOK_GRACE_SECONDS after registration, but never into the at-risk window
-    before its deadline: saving one request is not worth risking the answer.
-    """
-    latest = deadline - timedelta(hours=settings.at_risk_hours)
-    return max(now, min(now + timedelta(seconds=settings.webhook_grace_seconds), latest))
 
 
 def register(

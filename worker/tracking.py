@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, utcnow
 from worker.config import Settings
 from worker.outcome import TrackedView
+from worker.scheduling import lease_until
 from worker.store import dialect_insert
 
 log = logging.getLogger("mentionsync.tracking")
@@ -119,7 +120,7 @@ def claim_due(
     claim = (
         update(table)
         .where(table.c.id.in_(due.scalar_subquery()))
-        .values(lease_token=token, next_poll_at=now + timedelta(seconds=settings.lease_seconds))
+        .values(lease_token=token, next_poll_at=lease_until(now, settings))
         .returning(table.c.id, table.c.deadline_at)
     )
     # RETURNING has no order of its own: restore earliest deadline first, so the

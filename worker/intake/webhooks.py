@@ -20,7 +20,7 @@ from models import TrackedState, Vendor, WebhookDelivery
 from worker.config import Settings
 from worker.metrics import observe_archived
 from worker.normalize import PayloadError
-from worker.policy import Action, Outcome
+from worker.outcome import Action, Outcome
 from worker.poller import store_outcomes
 from worker.registry import (
     InvalidId,
