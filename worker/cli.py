@@ -354,13 +354,7 @@ def _sync(until_done: bool, timeout: float | None) -> int:
     from sqlalchemy.exc import DBAPIError
 
     from worker.db import session_scope
-    from worker.poller import (
-        claim_batches,
-        passes_by_itself,
-        process_claim,
-        record_losses,
-        release_claim,
-    )
+    from worker.poller import Claim, passes_by_itself, process_claim, record_losses, sweep
     from worker.resources import release_free_memory
     from worker.status import count_active
     from worker.tracking import active_vendors, next_due
@@ -375,30 +369,24 @@ def _sync(until_done: bool, timeout: float | None) -> int:
     def expired() -> bool:
         return timeout is not None and time.monotonic() - started > timeout
 
+    def process(claim: Claim) -> None:
+        nonlocal polled
+        polled += process_claim(claim).processed
+        release_free_memory()
+
     while True:
         try:
             if time.monotonic() - swept_at > LOSS_SWEEP_SECONDS:
                 with session_scope() as session:
                     record_losses(session, settings)
                 swept_at = time.monotonic()
-            with session_scope() as session:
-                claims, waiting = claim_batches(session, settings, max_ids=settings.batch_size)
-            for i, claim in enumerate(claims):
-                try:
-                    report = process_claim(claim)
-                except Exception:
-                    # Not one id's fault (each id's own faults are its outcome):
-                    # hand back what this round holds and try again shortly.
-                    for rest in claims[i:]:
-                        try:
-                            release_claim(rest, settings, delay=settings.retry_base_seconds)
-                        except Exception:  # the lease runs out on its own
-                            log.debug("could not release a claim", exc_info=True)
-                    raise
-                polled += report.processed
-                release_free_memory()
+            # The same claim-and-dispatch step as Celery's, processing in place.
+            # A failure that is not one id's fault (each id's own faults are its
+            # outcome) gives back what this round holds; we try again shortly.
+            round_ = sweep(settings, process, max_ids=settings.batch_size)
+            waiting = round_.waiting
             trouble = 0
-            if claims:
+            if round_.claims:
                 if expired():
                     break
                 continue

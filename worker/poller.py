@@ -57,6 +57,7 @@ __all__ = [
     "process_claim",
     "record_losses",
     "release_claim",
+    "sweep",
     "write_outcomes",
 ]
 
@@ -121,6 +122,46 @@ def claim_batches(
         if claim is not None:
             claims.extend(claim.split(settings.batch_size))
     return claims, waiting
+
+
+@dataclass(slots=True)
+class Sweep:
+    """What one sweep claimed, handed over, and which vendors wait, and why."""
+
+    claims: list[Claim]
+    waiting: dict[Vendor, str]
+    sent: int = 0  # ids handed to `send`
+
+
+def sweep(
+    settings: Settings,
+    send: Callable[[Claim], object],
+    *,
+    max_ids: int | None = None,
+) -> Sweep:
+    """The one claim-and-dispatch step of both loops: claim due ids (committed
+    first, on the database's clock), then hand each batch to `send`: Celery's
+    dispatch enqueues it, `mentionsync sync` processes it in place.
+
+    If `send` fails (a broker down, a database gone, Ctrl-C), the batches not
+    handed over yet, and the one that failed, are given back at once, due again
+    shortly, instead of waiting for their lease to run out; then it re-raises.
+    """
+    with session_scope() as session:
+        claims, waiting = claim_batches(session, settings, max_ids=max_ids)
+    result = Sweep(claims, waiting)
+    for i, claim in enumerate(claims):
+        try:
+            send(claim)
+        except BaseException:
+            for rest in claims[i:]:
+                try:
+                    release_claim(rest, settings, delay=settings.retry_base_seconds)
+                except Exception:  # the lease runs out on its own
+                    log.debug("could not give back a claim", exc_info=True)
+            raise
+        result.sent += len(claim.ids)
+    return result
 
 
 # --- Processing -------------------------------------------------------------

@@ -10,16 +10,16 @@ from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 
-from models import Vendor, utcnow
+from models import Vendor
 from worker.app import app
 from worker.db import session_scope
 from worker.poller import (
     Claim,
-    claim_batches,
     is_disconnect,
     process_claim,
     record_losses,
     release_claim,
+    sweep,
 )
 from worker.resources import get_resources, release_free_memory
 from worker.schedule import DISPATCH_TASK, FETCH_TASK, HOUSEKEEPING_TASK
@@ -31,33 +31,31 @@ log = logging.getLogger("mentionsync.tasks")
 def dispatch_due(scheduler: str | None = None) -> int:
     """Claim due ids (committed first), then hand them to workers in batches.
 
-    If sending fails, nothing is lost: the claimed ids become due again when
-    their lease expires, and a later sweep sends them. `scheduler`: the beat that
+    If sending fails, nothing is lost: the claimed ids not sent are given back
+    and a later sweep sends them. `scheduler`: the beat that
     sent this sweep (`host:pid`), whose heartbeat row records that it ran.
     """
     started = time.monotonic()
     settings = get_resources().settings
-    with session_scope() as session:
-        claims, waiting = claim_batches(session, settings, now=utcnow())
+    by_vendor: dict[Vendor, list[int]] = {}
+
+    def send(claim: Claim) -> None:
+        fetch_batch.apply_async(args=[claim.vendor.value, claim.token, claim.ids], retry=False)
+        counts = by_vendor.setdefault(claim.vendor, [0, 0])
+        counts[0] += len(claim.ids)
+        counts[1] += 1
+
+    sent = 0
+    try:
+        result = sweep(settings, send)
+        sent = result.sent
+        waiting = result.waiting
+    except BrokerError as exc:
+        # The batches not sent were given back: a later sweep sends them.
+        log.error("broker unavailable, claimed ids given back for a later sweep: %s", exc)
+        waiting = {}
     for vendor, reason in waiting.items():
         log.debug("not polling %s: %s", vendor, reason, extra={"vendor": vendor.value})
-    sent = 0
-    by_vendor: dict[Vendor, list[int]] = {}
-    for claim in claims:
-        try:
-            fetch_batch.apply_async(args=[claim.vendor.value, claim.token, claim.ids], retry=False)
-            sent += len(claim.ids)
-            counts = by_vendor.setdefault(claim.vendor, [0, 0])
-            counts[0] += len(claim.ids)
-            counts[1] += 1
-        except BrokerError as exc:
-            log.error(
-                "broker unavailable, %d claimed ids will be re-dispatched after their lease: %s",
-                sum(len(c.ids) for c in claims) - sent,
-                exc,
-                extra={"vendor": claim.vendor.value, "count": len(claim.ids)},
-            )
-            break
     if scheduler is not None:
         record_sweep(scheduler)
     # One line per vendor and sweep, never one per id.
