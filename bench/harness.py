@@ -188,7 +188,7 @@ def in_process_product(database_url: str, **overrides: str) -> Iterator[None]:
     """
     from worker.config import get_settings
     from worker.db import reset_engine
-    from worker.resources import close_resources
+    from worker.resources import close_process_runtime
 
     env = {
         "DATABASE_URL": database_url,
@@ -203,7 +203,7 @@ def in_process_product(database_url: str, **overrides: str) -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in env}
 
     def reset() -> None:
-        close_resources()
+        close_process_runtime()
         reset_engine()
         get_settings.cache_clear()
 

@@ -56,7 +56,7 @@ from models import metadata  # noqa: E402
 from tests.vendor_stub import VendorStub, running_stub  # noqa: E402
 from worker.config import get_settings  # noqa: E402
 from worker.db import get_engine, reset_engine  # noqa: E402
-from worker.resources import close_resources  # noqa: E402
+from worker.resources import close_process_runtime  # noqa: E402
 
 
 def _admin_engine() -> Engine:
@@ -84,7 +84,7 @@ def apply_env(**overrides: str) -> None:
     """Set environment variables and rebuild every settings-derived object."""
     os.environ.update(overrides)
     get_settings.cache_clear()
-    close_resources()
+    close_process_runtime()
     reset_engine()
 
 
@@ -102,7 +102,7 @@ def clean_state(database: str) -> Iterator[None]:
     # Rate budgets and queued messages of an earlier test must not leak into this one.
     redis.Redis.from_url(REDIS_URL).flushdb()
     yield
-    close_resources()
+    close_process_runtime()
 
 
 @pytest.fixture

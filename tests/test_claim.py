@@ -18,6 +18,7 @@ from worker.db import get_engine, session_scope
 from worker.migrate import upgrade
 from worker.poller import claim_batches, claim_due, in_flight, lease_capacity
 from worker.registry import label_arguments, register
+from worker.resources import process_runtime
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
@@ -164,11 +165,11 @@ def test_claims_stop_at_what_the_rate_budget_fetches_in_half_a_lease(configure) 
     configure(MENTIONSAPI_RATE_LIMIT="2", MENTIONSAPI_RATE_BURST="2", LEASE_SECONDS="300")
     seed(1000)
     with session_scope() as s:
-        claims, waiting = claim_batches(s, get_settings(), now=NOW)
+        claims, waiting = claim_batches(s, process_runtime(), now=NOW)
     assert waiting == {}
     assert sum(len(c.ids) for c in claims if c.vendor is Vendor.MENTIONSAPI) == 291
     with session_scope() as s:
-        assert claim_batches(s, get_settings(), now=NOW)[0] == []  # still in flight
+        assert claim_batches(s, process_runtime(), now=NOW)[0] == []  # still in flight
 
 
 def test_one_claim_per_tick_split_into_batches_earliest_deadline_first(configure) -> None:  # type: ignore[no-untyped-def]
@@ -180,7 +181,7 @@ def test_one_claim_per_tick_split_into_batches_earliest_deadline_first(configure
             text("UPDATE tracked_ids SET deadline_at = deadline_at - id * interval '1 minute'")
         )
     with session_scope() as s:
-        claims, _ = claim_batches(s, get_settings(), now=NOW)
+        claims, _ = claim_batches(s, process_runtime(), now=NOW)
     assert [len(c.ids) for c in claims] == [40, 40, 20]  # MAX_IN_FLIGHT, in BATCH_SIZE pieces
     assert len({c.token for c in claims}) == 1
     with session_scope() as s:
@@ -208,4 +209,6 @@ def test_default_ticks_claim_faster_than_any_plan_can_fetch(
         MENTIONSAPI_RATE_BURST=str(rate * 2),
     )
     settings = get_settings()
-    assert lease_capacity(settings, Vendor.MENTIONSAPI) / settings.poll_tick_seconds >= rate
+    assert (
+        lease_capacity(process_runtime(), Vendor.MENTIONSAPI) / settings.poll_tick_seconds >= rate
+    )

@@ -44,7 +44,7 @@ from worker.analytics.reprocess import reprocess
 from worker.config import get_settings
 from worker.db import session_scope
 from worker.registry import label_arguments, register
-from worker.resources import get_resources
+from worker.resources import process_runtime
 from worker.vendors.base import Target
 
 PROJECT = "proj-hostile-0001"
@@ -789,7 +789,7 @@ def test_a_compressed_body_is_capped_before_it_is_inflated(
     stub.script(
         Vendor.MENTIONSAPI, "ask_bomb", Reply(bomb, headers=(("Content-Encoding", "gzip"),))
     )
-    client = get_resources().clients[Vendor.MENTIONSAPI]
+    client = process_runtime().clients[Vendor.MENTIONSAPI]
 
     tracemalloc.start()
     try:
@@ -918,7 +918,7 @@ def test_stacked_content_encodings_are_refused_not_inflated(stub: VendorStub) ->
         "ask_gzip2",
         Reply(twice, headers=(("Content-Encoding", "gzip, gzip"),)),
     )
-    client = get_resources().clients[Vendor.MENTIONSAPI]
+    client = process_runtime().clients[Vendor.MENTIONSAPI]
     tracemalloc.start()
     try:
         raw = client.get(Target(Vendor.MENTIONSAPI, "ask_gzip2"))

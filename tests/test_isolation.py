@@ -37,7 +37,7 @@ from worker.poller import (
 )
 from worker.ratelimit import pause_seconds, retry_after_seconds
 from worker.registry import label_arguments, register
-from worker.resources import get_resources
+from worker.resources import process_runtime
 from worker.vendors.base import Target
 
 PROJECT_OK = "proj-ok"
@@ -78,9 +78,9 @@ def _archived_asks() -> set[str]:
 def _one_round() -> int:
     """Claim what is due and process it in this process, as a worker would."""
     with session_scope() as session:
-        claims, _ = claim_batches(session, get_settings())
+        claims, _ = claim_batches(session, process_runtime())
     for claim in claims:
-        process_claim(claim)
+        process_claim(process_runtime(), claim)
     return sum(len(c.ids) for c in claims)
 
 
@@ -252,7 +252,7 @@ def test_a_dripping_vendor_is_cut_off_at_the_request_deadline(
     configure(HTTP_REQUEST_DEADLINE="1.5", HTTP_READ_TIMEOUT="2")
     body = dumps(ask_body("ask_drip"))
     stub.script(Vendor.MENTIONSAPI, "ask_drip", Reply(body, drip_seconds=0.2))
-    client = get_resources().clients[Vendor.MENTIONSAPI]
+    client = process_runtime().clients[Vendor.MENTIONSAPI]
 
     started = time.monotonic()
     raw = client.get(Target(Vendor.MENTIONSAPI, "ask_drip"))
@@ -335,9 +335,9 @@ def test_a_batch_that_lost_its_lease_writes_nothing(stub: VendorStub) -> None:
     _asks(stub, ids)
     settings = get_settings()
     with session_scope() as session:
-        (claim,) = claim_batches(session, settings)[0]
+        (claim,) = claim_batches(session, process_runtime())[0]
         views, _, _ = load_claim(session, claim)
-    outcomes = fetch_all(Vendor.MENTIONSAPI, views, send_within=10)
+    outcomes = fetch_all(process_runtime(), Vendor.MENTIONSAPI, views, send_within=10)
 
     # While the answers were in flight: one id was claimed again by another
     # batch (or taken over by a webhook delivery), another one's lease ran out.
@@ -353,7 +353,7 @@ def test_a_batch_that_lost_its_lease_writes_nothing(stub: VendorStub) -> None:
             .values(next_poll_at=func.now() - timedelta(seconds=1))
         )
 
-    write_outcomes(claim, views, outcomes, settings)
+    write_outcomes(settings, claim, views, outcomes)
 
     assert _archived_asks() == {"ask_kept"}
     taken = _row(Vendor.MENTIONSAPI, "ask_taken")
@@ -374,10 +374,10 @@ def test_claims_and_leases_use_the_database_clock(
     settings = get_settings()
 
     with session_scope() as session:
-        assert claim_batches(session, settings)[0] == []
+        assert claim_batches(session, process_runtime())[0] == []
         session.execute(update(TrackedId).values(next_poll_at=func.now()))
     with session_scope() as session:
-        claims, _ = claim_batches(session, settings)
+        claims, _ = claim_batches(session, process_runtime())
         db_now = session.scalar(select(func.now()))
     assert [len(c.ids) for c in claims] == [1]
     lease = _row(Vendor.MENTIONSAPI, "ask_soon").next_poll_at

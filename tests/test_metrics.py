@@ -26,6 +26,7 @@ from worker.db import session_scope
 from worker.exporter import exporter_registry
 from worker.poller import claim_batches, process_claim
 from worker.registry import label_arguments, register
+from worker.resources import process_runtime
 
 SEED = 17
 
@@ -213,9 +214,9 @@ def poll_until_done(timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while pending() and time.monotonic() < deadline:
         with session_scope() as session:
-            claims, _ = claim_batches(session, get_settings(), now=utcnow())
+            claims, _ = claim_batches(session, process_runtime(), now=utcnow())
         for claim in claims:
-            process_claim(claim)
+            process_claim(process_runtime(), claim)
         if not claims:
             time.sleep(0.2)
     assert pending() == 0

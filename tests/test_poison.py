@@ -70,7 +70,11 @@ WORKER_ENV = {
     # The fixes' own settings, small so that the test stays fast.
     "HTTP_REQUEST_DEADLINE": "3",  # whole-request deadline (drip)
     "MAX_RETRY_AFTER_SECONDS": "1",  # clamp on a vendor's Retry-After (retry_after)
+    # gzip2's bomb inflates to 4x this: as hostile, and cheap enough for the
+    # simulator to build within HTTP_REQUEST_DEADLINE on a loaded machine.
+    "MAX_RESPONSE_BYTES": str(4 * 1024 * 1024),
 }
+BOMB_BYTES = 16 * 1024 * 1024
 # All of them; a subset is handy while the fixes land one by one.
 KINDS: tuple[str, ...] = POISON_KINDS
 ARCHIVED_KINDS = frozenset({"nul", "wide_int", "deep", "retry_after", "key_echo"})
@@ -221,6 +225,7 @@ def test_poisoned_ids_end_final_and_the_rest_archive_exactly(
         poison=poison,
         poison_drip_seconds=DRIP_SECONDS,
         poison_retry_after_count=RETRY_AFTER_COUNT,
+        poison_bomb_bytes=BOMB_BYTES,
     )
     configure(**WORKER_ENV)
     settings = get_settings()

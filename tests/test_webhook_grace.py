@@ -23,6 +23,7 @@ from worker.exporter import database_registry
 from worker.intake.webhooks import apply_delivery, parse_envelope
 from worker.poller import claim_batches, process_claim
 from worker.registry import label_arguments, register
+from worker.resources import process_runtime
 
 SEED = 13
 DATASET = Dataset(seed=SEED)
@@ -75,10 +76,10 @@ def test_expect_webhook_ids_are_polled_only_after_the_grace_period(
 
     # Inside the grace period only the plain id is due.
     with session_scope() as session:
-        claims, _ = claim_batches(session, get_settings(), now=utcnow())
+        claims, _ = claim_batches(session, process_runtime(), now=utcnow())
     assert [len(c.ids) for c in claims] == [1]
     for claim in claims:
-        process_claim(claim)
+        process_claim(process_runtime(), claim)
     status = status_json()
     assert status["webhooks"]["waiting"] == 3
     assert status["webhooks"]["recovered_by_poll"] == 0

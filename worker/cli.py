@@ -8,7 +8,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 import orjson
@@ -19,6 +19,9 @@ from models import ACTIVE_STATES, TrackedState, Vendor, utcnow
 from worker.config import ConfigError, get_settings
 from worker.doctor import doctor
 from worker.intake import serve
+
+if TYPE_CHECKING:
+    from worker.resources import Runtime
 
 err = Console(stderr=True)
 out = Console()
@@ -338,8 +341,11 @@ def sync(until_done: bool, timeout: float | None) -> None:
     polled once); 2 timeout with ids pending; 3 blocked (a key is refused or
     missing, so pending ids cannot progress).
     """
+    from worker.resources import Runtime
+
     try:
-        code = _sync(until_done, timeout)
+        with Runtime.open(get_settings()) as runtime:
+            code = _sync(runtime, until_done, timeout)
     except KeyboardInterrupt:
         # Answers already fetched were written batch by batch; ids claimed and
         # not yet fetched are due again when their lease ends.
@@ -348,7 +354,7 @@ def sync(until_done: bool, timeout: float | None) -> None:
     sys.exit(code)
 
 
-def _sync(until_done: bool, timeout: float | None) -> int:
+def _sync(runtime: Runtime, until_done: bool, timeout: float | None) -> int:
     import logging
 
     from sqlalchemy.exc import DBAPIError
@@ -360,7 +366,7 @@ def _sync(until_done: bool, timeout: float | None) -> int:
     from worker.tracking import active_vendors, next_due
 
     log = logging.getLogger("mentionsync.sync")
-    settings = get_settings()
+    settings = runtime.settings
     started = time.monotonic()
     polled = 0
     swept_at = -math.inf
@@ -371,7 +377,7 @@ def _sync(until_done: bool, timeout: float | None) -> int:
 
     def process(claim: Claim) -> None:
         nonlocal polled
-        polled += process_claim(claim).processed
+        polled += process_claim(runtime, claim).processed
         release_free_memory()
 
     while True:
@@ -383,7 +389,7 @@ def _sync(until_done: bool, timeout: float | None) -> int:
             # The same claim-and-dispatch step as Celery's, processing in place.
             # A failure that is not one id's fault (each id's own faults are its
             # outcome) gives back what this round holds; we try again shortly.
-            round_ = sweep(settings, process, max_ids=settings.batch_size)
+            round_ = sweep(runtime, process, max_ids=settings.batch_size)
             waiting = round_.waiting
             trouble = 0
             if round_.claims:

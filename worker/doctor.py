@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.markup import escape
 from worker.common import is_redis_url, short_error
 from worker.config import Settings
 from worker.vendors.registry import VENDORS
+
+if TYPE_CHECKING:
+    from worker.resources import Runtime
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SKEW_WARN_SECONDS = 5.0
@@ -308,17 +311,24 @@ def check_vendors(settings: Settings) -> tuple[list[Check], list[tuple[str, floa
     401/402/403 say the key is refused. Also returns each vendor's clock skew,
     read from its Date header.
     """
+    from worker.resources import Runtime
+
+    with Runtime.open(settings) as runtime:
+        return _probe_vendors(runtime, settings)
+
+
+def _probe_vendors(
+    runtime: Runtime, settings: Settings
+) -> tuple[list[Check], list[tuple[str, float]]]:
     from models import Vendor
-    from worker.resources import get_resources
     from worker.vendors.base import Target
 
     checks: list[Check] = []
     skews: list[tuple[str, float]] = []
-    resources = get_resources()
     for vendor in Vendor:
         if settings.api_key(vendor) is None:
             continue
-        client = resources.clients[vendor]
+        client = runtime.clients[vendor]
         spec = client.spec
         tracked_project = _any_project(vendor) if spec.needs_project else None
         project = spec.project_for_probe(tracked_project) if spec.needs_project else ""

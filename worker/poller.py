@@ -27,7 +27,7 @@ from worker.config import Settings
 from worker.db import session_scope
 from worker.metrics import observe_polled_batch
 from worker.outcome import Action, Outcome, TrackedView
-from worker.resources import get_resources
+from worker.resources import Runtime
 from worker.scheduling import in_flight_capacity, plan, released_until
 from worker.store import store_quarantined, upsert_answers
 from worker.tracking import (
@@ -79,14 +79,14 @@ class BatchReport:
 # --- Claiming ---------------------------------------------------------------
 
 
-def lease_capacity(settings: Settings, vendor: Vendor) -> int:
+def lease_capacity(runtime: Runtime, vendor: Vendor) -> int:
     """How many ids of `vendor` may be in flight, by this process's view of its key."""
-    return in_flight_capacity(settings, get_resources().clients[vendor].limiter.budget)
+    return in_flight_capacity(runtime.settings, runtime.clients[vendor].limiter.budget)
 
 
 def claim_batches(
     session: Session,
-    settings: Settings,
+    runtime: Runtime,
     *,
     now: datetime | None = None,
     max_ids: int | None = None,
@@ -94,6 +94,7 @@ def claim_batches(
     """Claim what may be dispatched now, in batches; also say which vendors wait, and why.
 
     `now` is the database's clock unless a caller (a test) sets it."""
+    settings = runtime.settings
     claims: list[Claim] = []
     waiting: dict[Vendor, str] = {}
     if now is None:
@@ -108,7 +109,7 @@ def claim_batches(
         if reason is not None:
             waiting[vendor] = reason
             continue
-        room = lease_capacity(settings, vendor) - in_flight(session, vendor, now)
+        room = lease_capacity(runtime, vendor) - in_flight(session, vendor, now)
         if max_ids is not None:
             room = min(room, max_ids)
         recheck = account is not None and account.auth_failed_at is not None
@@ -134,7 +135,7 @@ class Sweep:
 
 
 def sweep(
-    settings: Settings,
+    runtime: Runtime,
     send: Callable[[Claim], object],
     *,
     max_ids: int | None = None,
@@ -147,8 +148,9 @@ def sweep(
     handed over yet, and the one that failed, are given back at once, due again
     shortly, instead of waiting for their lease to run out; then it re-raises.
     """
+    settings = runtime.settings
     with session_scope() as session:
-        claims, waiting = claim_batches(session, settings, max_ids=max_ids)
+        claims, waiting = claim_batches(session, runtime, max_ids=max_ids)
     result = Sweep(claims, waiting)
     for i, claim in enumerate(claims):
         try:
@@ -167,11 +169,10 @@ def sweep(
 # --- Processing -------------------------------------------------------------
 
 
-def process_claim(claim: Claim) -> BatchReport:
+def process_claim(runtime: Runtime, claim: Claim) -> BatchReport:
     """Fetch one claimed batch and store the outcome in one transaction."""
     started = time.monotonic()
-    res = get_resources()
-    settings = res.settings
+    settings = runtime.settings
     report = BatchReport(claim.vendor, len(claim.ids))
 
     with session_scope() as session:
@@ -191,8 +192,8 @@ def process_claim(claim: Claim) -> BatchReport:
     # claim (and fetch) the same ids again. A batch that sat in the queue has less.
     # Both times are the database's, so a host's own clock does not matter.
     seconds_left = (lease_expires - now).total_seconds() - settings.lease_seconds * 0.25
-    outcomes = fetch_all(claim.vendor, views, send_within=seconds_left)
-    report.rows_written = write_outcomes(claim, views, outcomes, settings)
+    outcomes = fetch_all(runtime, claim.vendor, views, send_within=seconds_left)
+    report.rows_written = write_outcomes(settings, claim, views, outcomes)
     report.processed = len(views)
     report.actions.update(o.action.value for o in outcomes)
     observe_polled_batch(views, outcomes, now=utcnow())
@@ -200,14 +201,14 @@ def process_claim(claim: Claim) -> BatchReport:
 
 
 def write_outcomes(
-    claim: Claim, views: Sequence[TrackedView], outcomes: Sequence[Outcome], settings: Settings
+    settings: Settings, claim: Claim, views: Sequence[TrackedView], outcomes: Sequence[Outcome]
 ) -> int:
     """Store a fetched batch in one transaction; if that fails for anything but
     an unreachable database, store each id on its own so one bad answer only
     costs itself."""
     try:
         return _write_surviving_outages(
-            lambda session: apply_outcomes(session, claim, views, outcomes), settings
+            lambda session: apply_outcomes(session, settings, claim, views, outcomes), settings
         )
     except DBAPIError as exc:
         if is_disconnect(exc):
@@ -255,12 +256,13 @@ def _write_surviving_outages(write: Callable[[Session], int], settings: Settings
             delay = min(delay * 2, 5.0)
 
 
-def fetch_all(vendor: Vendor, views: Sequence[TrackedView], *, send_within: float) -> list[Outcome]:
+def fetch_all(
+    runtime: Runtime, vendor: Vendor, views: Sequence[TrackedView], *, send_within: float
+) -> list[Outcome]:
     """Fetch every id of a batch concurrently over the process's pooled client;
     requests with no rate-budget slot within `send_within` seconds are not sent.
     Never raises: whatever goes wrong with one id becomes that id's outcome."""
-    res = get_resources()
-    client = res.clients[vendor]
+    client = runtime.clients[vendor]
     stop: list[Outcome] = []  # first outcome that makes further requests pointless
     deadline = time.monotonic() + send_within
 
@@ -293,18 +295,18 @@ def fetch_all(vendor: Vendor, views: Sequence[TrackedView], *, send_within: floa
             stop.append(outcome)
         return outcome
 
-    return list(res.pool.map(fetch, views))
+    return list(runtime.pool.map(fetch, views))
 
 
 def apply_outcomes(
     session: Session,
+    settings: Settings,
     claim: Claim,
     views: Sequence[TrackedView],
     outcomes: Sequence[Outcome],
 ) -> int:
     """Write answers, quarantined bodies, tracking state and account state, for
     the ids whose lease this batch still holds, on the database's clock."""
-    settings = get_resources().settings
     now = db_now(session)
     owned = lock_leased(session, claim.token, [v.id for v in views], live_at=now)
     pairs = [(v, o) for v, o in zip(views, outcomes, strict=True) if v.id in owned]
@@ -396,7 +398,7 @@ def _apply_one_by_one(
     for view, outcome in zip(views, outcomes, strict=True):
         try:
             with session_scope() as session:
-                written += apply_outcomes(session, claim, [view], [outcome])
+                written += apply_outcomes(session, settings, claim, [view], [outcome])
             continue
         except DBAPIError as exc:
             if is_disconnect(exc):
@@ -425,7 +427,7 @@ def _apply_one_by_one(
         )
         try:
             with session_scope() as session:
-                apply_outcomes(session, claim, [view], [bad])
+                apply_outcomes(session, settings, claim, [view], [bad])
         except DBAPIError as exc:
             if is_disconnect(exc):
                 raise

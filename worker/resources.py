@@ -1,7 +1,10 @@
-"""Per-process resources: one pooled HTTP client, the vendor clients, a fetch pool.
+"""The runtime: settings, one pooled HTTP client, the vendor clients and a fetch
+pool, built once where work starts and passed to the functions that need it.
 
-Created on first use in each process (and again after a fork), closed at
-worker shutdown, so every Celery child has its own connections.
+`mentionsync sync` and `doctor` open their own (`Runtime.open`) and close it when
+they end. A Celery process builds one when it starts (`process_runtime`, again
+after a fork, so every child has its own connections); its tasks, the edge,
+hand it down. The database engine is still per process (worker/db.py).
 """
 
 from __future__ import annotations
@@ -24,20 +27,41 @@ from worker.vendors.registry import VENDORS
 
 
 @dataclass
-class Resources:
+class Runtime:
     settings: Settings
     http: httpx.Client
     clients: dict[Vendor, VendorClient]
     pool: ThreadPoolExecutor
     pid: int
 
+    @classmethod
+    def open(cls, settings: Settings) -> Runtime:
+        limit_malloc_arenas()
+        http = build_http_client(settings)
+        return cls(
+            settings=settings,
+            http=http,
+            clients={
+                vendor: VendorClient(spec, http, settings, build_limiter(settings, spec))
+                for vendor, spec in VENDORS.items()
+            },
+            pool=ThreadPoolExecutor(settings.fetch_concurrency, thread_name_prefix="fetch"),
+            pid=os.getpid(),
+        )
+
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.http.close()
 
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
 
 _lock = threading.Lock()
-_resources: Resources | None = None
+_process_runtime: Runtime | None = None
 
 # glibc's mallopt parameter (malloc.h) and the cap we set on it.
 _M_ARENA_MAX = -8
@@ -82,29 +106,18 @@ def release_free_memory(every: float = 1.0) -> None:
         libc.malloc_trim(0)
 
 
-def get_resources() -> Resources:
-    global _resources
+def process_runtime() -> Runtime:
+    """This Celery process's runtime (built at its start; after a fork, anew)."""
+    global _process_runtime
     with _lock:
-        if _resources is None or _resources.pid != os.getpid():
-            limit_malloc_arenas()
-            settings = get_settings()
-            http = build_http_client(settings)
-            _resources = Resources(
-                settings=settings,
-                http=http,
-                clients={
-                    vendor: VendorClient(spec, http, settings, build_limiter(settings, spec))
-                    for vendor, spec in VENDORS.items()
-                },
-                pool=ThreadPoolExecutor(settings.fetch_concurrency, thread_name_prefix="fetch"),
-                pid=os.getpid(),
-            )
-        return _resources
+        if _process_runtime is None or _process_runtime.pid != os.getpid():
+            _process_runtime = Runtime.open(get_settings())
+        return _process_runtime
 
 
-def close_resources() -> None:
-    global _resources
+def close_process_runtime() -> None:
+    global _process_runtime
     with _lock:
-        if _resources is not None and _resources.pid == os.getpid():
-            _resources.close()
-        _resources = None
+        if _process_runtime is not None and _process_runtime.pid == os.getpid():
+            _process_runtime.close()
+        _process_runtime = None

@@ -21,7 +21,7 @@ from worker.poller import (
     release_claim,
     sweep,
 )
-from worker.resources import get_resources, release_free_memory
+from worker.resources import process_runtime, release_free_memory
 from worker.schedule import DISPATCH_TASK, FETCH_TASK, HOUSEKEEPING_TASK
 
 log = logging.getLogger("mentionsync.tasks")
@@ -36,7 +36,7 @@ def dispatch_due(scheduler: str | None = None) -> int:
     sent this sweep (`host:pid`), whose heartbeat row records that it ran.
     """
     started = time.monotonic()
-    settings = get_resources().settings
+    runtime = process_runtime()
     by_vendor: dict[Vendor, list[int]] = {}
 
     def send(claim: Claim) -> None:
@@ -47,7 +47,7 @@ def dispatch_due(scheduler: str | None = None) -> int:
 
     sent = 0
     try:
-        result = sweep(settings, send)
+        result = sweep(runtime, send)
         sent = result.sent
         waiting = result.waiting
     except BrokerError as exc:
@@ -96,11 +96,12 @@ def record_sweep(scheduler: str) -> None:
 def fetch_batch(self: Task, vendor: str, token: str, ids: list[int]) -> int:
     """Fetch and store one claimed batch. Only ids still leased to `token` are touched."""
     claim = Claim(Vendor(vendor), token, ids)
+    runtime = process_runtime()
     try:
-        report = process_claim(claim)
+        report = process_claim(runtime, claim)
         release_free_memory()
     except SoftTimeLimitExceeded:
-        settings = get_resources().settings
+        settings = runtime.settings
         log.error(
             "batch of %d %s ids ran past its time limit (%g s); giving back the ids it"
             " has not written",
@@ -132,7 +133,7 @@ def housekeeping() -> int:
     from worker.alerts import check_alerts, prune_deliveries
     from worker.heartbeat import forget_gone
 
-    settings = get_resources().settings
+    settings = process_runtime().settings
     # Before the alerts, so that ids lost since the last run are counted in them.
     with session_scope() as session:
         record_losses(session, settings)
