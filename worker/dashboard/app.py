@@ -189,10 +189,12 @@ class Dashboard:
 
     async def login(self, request: Request) -> Response:
         body = await _read_capped(request, LOGIN_BODY_BYTES)
-        # Bytes throughout: the token is compared as bytes, whatever was typed.
-        form = dict(parse_qsl(body or b"", keep_blank_values=True))
-        given = form.get(b"token", b"")
-        target = form.get(b"next", b"/").decode("utf-8", "replace")
+        # Latin-1 maps every byte to one character and back, so the token is
+        # compared as the exact bytes sent, whatever they are.
+        text = (body or b"").decode("latin-1")
+        form = dict(parse_qsl(text, keep_blank_values=True, encoding="latin-1"))
+        given = form.get("token", "").encode("latin-1")
+        target = form.get("next", "/").encode("latin-1").decode("utf-8", "replace")
         if body is None or not self.sessions.token_matches(given):
             await asyncio.sleep(FAILED_LOGIN_DELAY)
             return self._login_page(request, target, error="That is not the dashboard token.")
