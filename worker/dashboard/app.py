@@ -19,6 +19,7 @@ import base64
 import io
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -54,7 +55,10 @@ log = logging.getLogger("mentionsync.dashboard")
 HERE = Path(__file__).parent
 REFRESH_SECONDS = 30
 ROWS_ON_OVERVIEW = 10  # rows of each report on the visibility page (all: its own page)
+REPORT_PAGE_ROWS = 50  # rows a page of a report's own page
 LOGIN_BODY_BYTES = 8192
+# The filters' provider and model lists scan the answers: read them this often at most.
+CHOICES_SECONDS = 300.0
 FAILED_LOGIN_DELAY = 0.5  # seconds: slows guessing without a lockout anyone could trigger
 # No script, no frame, no form posting elsewhere; images only from here or data:
 # URIs (the charts).
@@ -151,6 +155,7 @@ class Dashboard:
         self.read_session = read_session
         self.sessions = Sessions(settings.dashboard_token)
         self.templates = templates()
+        self._choices: tuple[float, dict[str, list[str]]] | None = None
 
     # --- access ---------------------------------------------------------------------
 
@@ -209,6 +214,16 @@ class Dashboard:
 
     # --- pages ----------------------------------------------------------------------
 
+    def choices(self, session: Session) -> dict[str, list[str]]:
+        """The filters' lists, cached: two processes or threads may both refresh
+        them, which is harmless."""
+        cached = self._choices
+        now = time.monotonic()
+        if cached is None or now - cached[0] > CHOICES_SECONDS:
+            cached = (now, queries.choices(session))
+            self._choices = cached
+        return cached[1]
+
     async def _read(self, work: Callable[[Session], Any]) -> Any:
         def run() -> Any:
             with self.read_session() as session:
@@ -250,12 +265,13 @@ class Dashboard:
             return self._bad_request(request, str(exc))
 
         def work(session: Session) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
-            sections = [self._section(queries.report(session, k, filters, by)) for k in KINDS]
-            return sections, queries.choices(session)
+            sections = [
+                self._section(queries.report(session, k, filters, by), 0, ROWS_ON_OVERVIEW)
+                for k in KINDS
+            ]
+            return sections, self.choices(session)
 
         sections, choices = await self._read(work)
-        for section in sections:
-            section["rows"] = section["rows"][:ROWS_ON_OVERVIEW]
         return self._page(
             request,
             "visibility.html",
@@ -271,32 +287,31 @@ class Dashboard:
         except params.BadFilter as exc:
             return self._bad_request(request, str(exc))
         page = queries.clamp_page(request.query_params.get("page"))
+        size = REPORT_PAGE_ROWS
+        start = (page - 1) * size
 
         def work(session: Session) -> tuple[dict[str, Any], dict[str, list[str]]]:
-            return self._section(queries.report(session, kind, filters, by)), queries.choices(
-                session
-            )
+            report = queries.report(session, kind, filters, by)
+            return self._section(report, start, start + size), self.choices(session)
 
         section, choices = await self._read(work)
-        rows = section["rows"]
-        size = queries.PAGE_SIZE * 2
-        section["rows"] = rows[(page - 1) * size : page * size]
         return self._page(
             request,
             "report.html",
             section=section,
             page=page,
-            has_next=len(rows) > page * size,
-            first_row=(page - 1) * size + 1,
+            has_next=section["total_rows"] > start + size,
+            first_row=start + 1,
             **self._filter_context(filters, by, choices),
         )
 
-    def _section(self, report: Report) -> dict[str, Any]:
-        """One report as the templates show it: its rows, with the query of the
-        answers behind each, its chart, and its download."""
+    def _section(self, report: Report, start: int, stop: int) -> dict[str, Any]:
+        """One report as the templates show it: its rows from `start` to `stop`,
+        each with the query of the answers behind it, its chart (of every row),
+        and its download."""
         by = report.by
         rows = []
-        for row in report.rows:
+        for row in report.rows[start:stop]:
             group = row.get(by) if by else None
             narrowed = params.within_group(report.filters, by, group)
             subject = report.series  # brand or domain
@@ -312,7 +327,7 @@ class Dashboard:
             "report": report,
             "columns": report.columns,
             "rows": rows,
-            "total_rows": len(rows),
+            "total_rows": len(report.rows),
             "chart": chart_data_uri(report),
             "query": self._query(report.filters, by),
         }
@@ -369,7 +384,7 @@ class Dashboard:
             else:
                 assert domain is not None
                 found = queries.answers_citing(session, domain, filters, page)
-            return found, queries.choices(session)
+            return found, self.choices(session)
 
         found, choices = await self._read(work)
         subject = {"brand": brand} if brand is not None else {"domain": domain}
