@@ -210,7 +210,7 @@ class Dashboard:
     async def logout(self, request: Request) -> Response:
         response = RedirectResponse(request.url_for("login").path, status_code=303)
         clear_session_cookie(response, request)
-        return response
+        return _secure(response)
 
     # --- pages ----------------------------------------------------------------------
 
