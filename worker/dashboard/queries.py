@@ -211,11 +211,22 @@ def raw_payload(session: Session, vendor: str, answer_id: str) -> str | None:
     encoded again, so integers of any width and deep nesting stay exact."""
     if vendor == Vendor.MENTIONSAPI.value:
         stmt = select(cast(Ask.raw_payload, Text)).where(Ask.ask_id == answer_id)
-    else:
+    elif vendor == Vendor.MENTIONLAB.value and _is_uuid(answer_id):
         stmt = select(cast(JobExecution.raw_payload, Text)).where(
             JobExecution.job_execution_id == answer_id
         )
+    else:
+        return None
     return session.scalar(stmt)
+
+
+def _is_uuid(value: str) -> bool:
+    """MentionLab ids are a uuid column on Postgres: other text is no run, not an error."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _pretty(document: str) -> str:
@@ -277,10 +288,7 @@ def _ask(session: Session, ask_id: str) -> Evidence:
 
 
 def _execution(session: Session, execution_id: str) -> Evidence:
-    try:
-        # A uuid column on Postgres: any other text is no run, not an error.
-        uuid.UUID(execution_id)
-    except ValueError:
+    if not _is_uuid(execution_id):
         return Evidence(Vendor.MENTIONLAB.value, execution_id, found=False)
     j = JobExecution
     run = session.execute(
