@@ -27,6 +27,7 @@ PAGES = {
     "report": "/visibility/share-of-voice?by=provider",
     "report_csv": "/visibility/citations.csv",
     "answers": "/answers?" + urlencode({"brand": "Acme"}),
+    "answers_csv": "/answers.csv?" + urlencode({"domain": "g.example"}),
     "answer": f"/answers/mentionsapi/{HOSTILE_ID}",
     "answer_raw": f"/answers/mentionsapi/{PLAIN_ID}/payload.json",
 }
@@ -131,7 +132,7 @@ def test_without_a_session_every_page_and_download_is_refused(
 
         # In a browser: every page lands on the login form and shows no data.
         for name, path in PAGES.items():
-            if name in ("report_csv", "answer_raw"):
+            if name in ("report_csv", "answers_csv", "answer_raw"):
                 response = page.request.get(f"{base}{path}")
                 assert response.status == 401, name
                 assert HOSTILE_ID not in response.text()

@@ -165,6 +165,12 @@ def test_dashboard_agrees_with_the_cli_in_a_browser(
             page.click("nav.pager a[rel=next]")
             page.wait_for_load_state()
         assert listed == first["answers_mentioning"]
+        # ... all of them in one download.
+        with page.expect_download() as download:
+            page.click("a.csv")
+        lines = Path(download.value.path()).read_text().splitlines()
+        assert lines[0].startswith("vendor,answer_key,answer_id,")
+        assert len(lines) - 1 == first["answers_mentioning"]
 
         # ... and one answer's evidence: its text, mentions, citations and payload.
         page.click("#answers a.evidence >> nth=0")

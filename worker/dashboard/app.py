@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
 import io
 import logging
 import threading
@@ -23,6 +24,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -366,35 +368,70 @@ class Dashboard:
             headers={"content-disposition": f'attachment; filename="{name}"'},
         )
 
+    def _drill_down(self, request: Request) -> tuple[Filters, dict[str, str]]:
+        """The filters and the brand or domain of a drill-down; BadFilter says why not."""
+        filters = params.parse_filters(request.query_params)
+        brand = request.query_params.get("brand")
+        domain = request.query_params.get("domain")
+        if brand is not None and domain is None:
+            return filters, {"brand": brand}
+        if domain is not None and brand is None:
+            return filters, {"domain": domain}
+        raise params.BadFilter("give either a brand or a domain")
+
     async def answers(self, request: Request) -> Response:
         """The answers behind a brand's or a domain's figures, a page at a time."""
         try:
-            filters = params.parse_filters(request.query_params)
+            filters, subject = self._drill_down(request)
         except params.BadFilter as exc:
             return self._bad_request(request, str(exc))
-        brand = request.query_params.get("brand")
-        domain = request.query_params.get("domain")
-        if (brand is None) == (domain is None):
-            return self._bad_request(request, "give either a brand or a domain")
         page = queries.clamp_page(request.query_params.get("page"))
+        stmt = queries.behind(subject.get("brand"), subject.get("domain"), filters)
 
         def work(session: Session) -> tuple[queries.Page, dict[str, list[str]]]:
-            if brand is not None:
-                found = queries.answers_mentioning(session, brand, filters, page)
-            else:
-                assert domain is not None
-                found = queries.answers_citing(session, domain, filters, page)
-            return found, self.choices(session)
+            return queries.page_of(session, stmt, page), self.choices(session)
 
         found, choices = await self._read(work)
-        subject = {"brand": brand} if brand is not None else {"domain": domain}
         return self._page(
             request,
             "answers.html",
             found=found,
             subject=subject,
             page_query=lambda n: self._query(filters, None, **subject, page=n),
+            csv_query=self._query(filters, None, **subject),
+            csv_rows=queries.CSV_ROWS,
             **self._filter_context(filters, None, choices),
+        )
+
+    async def answers_csv(self, request: Request) -> Response:
+        """Every row of a drill-down (up to CSV_ROWS), formula cells neutralized."""
+        from worker.analytics.export import neutralize_formula
+
+        try:
+            filters, subject = self._drill_down(request)
+        except params.BadFilter as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+        stmt = queries.behind(subject.get("brand"), subject.get("domain"), filters)
+        columns, rows, truncated = await self._read(lambda s: queries.rows_of(s, stmt))
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(
+                ""
+                if v is None
+                else v.isoformat()
+                if isinstance(v, datetime)
+                else neutralize_formula(v)
+                if isinstance(v, str)
+                else v
+                for v in row
+            )
+        headers = {"content-disposition": 'attachment; filename="answers.csv"'}
+        if truncated:
+            headers["x-mentionsync-truncated"] = f"first {queries.CSV_ROWS} rows"
+        return Response(
+            out.getvalue().encode("utf-8"), media_type="text/csv; charset=utf-8", headers=headers
         )
 
     async def answer(self, request: Request) -> Response:
@@ -433,6 +470,7 @@ class Dashboard:
             ("/visibility/{kind}.csv", self.report_csv, "report_csv"),
             ("/visibility/{kind}", self.report_page, "report"),
             ("/answers", self.answers, "answers"),
+            ("/answers.csv", self.answers_csv, "answers_csv"),
             ("/answers/{vendor}/{answer_id}/payload.json", self.answer_raw, "answer_raw"),
             ("/answers/{vendor}/{answer_id}", self.answer, "answer"),
         ]

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, Text, cast, func, or_, select
+from sqlalchemy import Select, Table, Text, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from models import (
@@ -43,6 +43,7 @@ CHOICES = 200  # providers or models offered in a filter's list
 LAG_SAMPLE = 1000  # archived ids the lag figures are computed over
 LAG_WINDOW = timedelta(hours=24)
 CHILD_ROWS = 500  # citations, mentions, entities shown for one answer
+CSV_ROWS = 100_000  # rows of a drill-down's download
 RAW_SHOWN = 200_000  # characters of a raw payload shown on the page (download for all)
 
 
@@ -134,33 +135,23 @@ def clamp_page(value: str | None) -> int:
     return min(max(page, 1), MAX_PAGE)
 
 
-def _page(session: Session, stmt: Any, page: int) -> Page:
-    found = [
-        dict(r._mapping)
-        for r in session.execute(stmt.limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE))
-    ]
-    return Page(found[:PAGE_SIZE], page, len(found) > PAGE_SIZE)
-
-
 def _answer_columns(view: Table) -> list[Any]:
     c = view.c
     return [c.vendor, c.answer_key, c.answer_id, c.project_id, c.provider, c.model, c.answered_at]
 
 
-def answers_mentioning(session: Session, brand: str, filters: Filters, page: int) -> Page:
-    """The answers behind a brand's figures: those `visibility` counts for it."""
-    m = mention_facts
-    stmt = (
-        select(*_answer_columns(m), m.c.rank, m.c.sentiment_label, m.c.sentiment_score)
-        .where(m.c.brand == brand, *_conditions(m, filters, brand=True))
-        .order_by(m.c.answered_at.desc(), m.c.answer_key)
-    )
-    return _page(session, stmt, page)
-
-
-def answers_citing(session: Session, domain: str, filters: Filters, page: int) -> Page:
-    """The citations behind a domain's figures, with their answers: those the
-    `citations` report counts for it (one row per citation)."""
+def behind(brand: str | None, domain: str | None, filters: Filters) -> Select[Any]:
+    """The rows behind a brand's figures (the mentions `visibility` counts for it,
+    one per answer) or a domain's (the citations `citations` counts for it), with
+    their answers, newest first."""
+    if brand is not None:
+        m = mention_facts
+        return (
+            select(*_answer_columns(m), m.c.rank, m.c.sentiment_label, m.c.sentiment_score)
+            .where(m.c.brand == brand, *_conditions(m, filters, brand=True))
+            .order_by(m.c.answered_at.desc(), m.c.answer_key)
+        )
+    assert domain is not None
     c = citation_facts
     conditions = _conditions(c, filters, brand=False)
     if filters.brands:
@@ -176,12 +167,28 @@ def answers_citing(session: Session, domain: str, filters: Filters, page: int) -
         if domain == UNKNOWN
         else (c.c.domain == domain)
     )
-    stmt = (
+    return (
         select(*_answer_columns(c), c.c.url, c.c.title)
         .where(matches, *conditions)
         .order_by(c.c.answered_at.desc(), c.c.answer_key, c.c.url)
     )
-    return _page(session, stmt, page)
+
+
+def page_of(session: Session, stmt: Select[Any], page: int) -> Page:
+    found = [
+        dict(r._mapping)
+        for r in session.execute(stmt.limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE))
+    ]
+    return Page(found[:PAGE_SIZE], page, len(found) > PAGE_SIZE)
+
+
+def rows_of(session: Session, stmt: Select[Any]) -> tuple[list[str], list[Any], bool]:
+    """Columns and rows of `stmt` for a download: at most CSV_ROWS, and whether
+    more were left out."""
+    result = session.execute(stmt.limit(CSV_ROWS + 1))
+    columns = list(result.keys())
+    rows = result.fetchall()
+    return columns, rows[:CSV_ROWS], len(rows) > CSV_ROWS
 
 
 @dataclass
