@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL (127.0.0.1:5432, user postgres, trust auth) and Redis
 # (127.0.0.1:6379) are up: start them if they are installed, install them with
-# apt-get if they are not.
+# apt-get if they are not. Also install Chromium, which the dashboard's browser
+# tests drive (tests/dashboard).
 set -euo pipefail
 
 log() { echo "services: $*" >&2; }
@@ -66,6 +67,15 @@ ensure_redis() {
   wait_for Redis redis_up
 }
 
+# Debian's Chromium, driven by Playwright with executable_path: Playwright's own
+# browser download is not used. CHROMIUM names another binary.
+ensure_chromium() {
+  if [ -x "${CHROMIUM:-/usr/bin/chromium}" ]; then return 0; fi
+  log "installing Chromium (for the dashboard's browser tests)"
+  apt_install chromium
+}
+
 ensure_postgres
 ensure_redis
-log "PostgreSQL and Redis are up"
+ensure_chromium
+log "PostgreSQL, Redis and Chromium are up"

@@ -532,11 +532,19 @@ def simulate(
 @click.option("--asks", type=int, default=200, show_default=True)
 @click.option("--executions", type=int, default=200, show_default=True)
 @click.option("--timeout", type=float, default=300.0, show_default=True)
-def demo(directory: Path, asks: int, executions: int, timeout: float) -> None:
+@click.option("--serve", is_flag=True, help="Then serve the archive's dashboard until Ctrl-C.")
+@click.option("--port", type=int, default=8000, show_default=True, help="The dashboard's port.")
+def demo(
+    directory: Path, asks: int, executions: int, timeout: float, serve: bool, port: int
+) -> None:
     """Simulator + real Celery worker and beat on SQLite: no server, no key needed."""
     from worker.demo import run_demo
 
-    sys.exit(run_demo(directory, asks=asks, executions=executions, timeout=timeout))
+    sys.exit(
+        run_demo(
+            directory, asks=asks, executions=executions, timeout=timeout, serve=serve, port=port
+        )
+    )
 
 
 @main.command(

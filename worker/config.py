@@ -124,6 +124,10 @@ class Settings(MentionsAPISettings, MentionLabSettings, BaseSettings):
     webhook_grace_seconds: float = Field(
         900.0, ge=0, description="How long an id registered with expect_webhook waits unpolled."
     )
+    # The read-only web dashboard of `mentionsync serve` (worker/dashboard).
+    dashboard_token: SecretStr | None = Field(
+        None, description="Password of the dashboard's login form; unset: the dashboard is off."
+    )
 
     # Metrics and alerts.
     worker_metrics_port: int | None = Field(

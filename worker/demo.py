@@ -2,13 +2,16 @@
 
 Starts the simulator, tracks a few hundred ids of both vendors in a SQLite
 database, runs the real Celery worker and beat (kombu's SQLAlchemy transport, no
-Redis) until every id is final, then prints the status and some archived rows.
+Redis) until every id is final, then prints the status and some archived rows,
+and ends with the address of the archive's dashboard (served with --serve).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,7 +60,15 @@ def demo_environment(directory: Path, base_url: str) -> dict[str, str]:
     }
 
 
-def run_demo(directory: Path, *, asks: int, executions: int, timeout: float) -> int:
+def run_demo(
+    directory: Path,
+    *,
+    asks: int,
+    executions: int,
+    timeout: float,
+    serve: bool = False,
+    port: int = 8000,
+) -> int:
     from simulator import Dataset, SimConfig, run_in_thread
     from worker.db import reset_engine, session_scope
     from worker.migrate import upgrade
@@ -158,6 +169,67 @@ def run_demo(directory: Path, *, asks: int, executions: int, timeout: float) -> 
     if pending:
         console.print(f"[red]{pending} ids still pending after {timeout:.0f}s[/red]")
         return 2
+    return show_dashboard(env["DATABASE_URL"], serve=serve, port=port)
+
+
+# --- the dashboard of the demo archive (issue 15) ------------------------------------
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def show_dashboard(database_url: str, *, serve: bool, port: int) -> int:
+    """Print the dashboard's address and how to log in; with `serve`, serve it
+    on loopback until Ctrl-C."""
+    token = os.environ.get("DASHBOARD_TOKEN") or secrets.token_urlsafe(12)
+    if not serve:
+        command = f"DATABASE_URL={database_url} DASHBOARD_TOKEN={token} mentionsync serve"
+        console.print(
+            f"\nThe dashboard of this archive: start it with\n  {command} --port {port}\n"
+            f"then open http://127.0.0.1:{port}/ and log in with the token {token}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+        return 0
+    import uvicorn
+
+    from worker.db import reset_engine
+    from worker.intake.app import create_app
+
+    if not _port_free(port):
+        taken, port = port, free_port()
+        console.print(f"port {taken} is taken: the dashboard uses {port}", highlight=False)
+    os.environ["DASHBOARD_TOKEN"] = token
+    get_settings.cache_clear()
+    reset_engine()
+    console.print(
+        f"\n[bold]Dashboard: http://127.0.0.1:{port}/[/bold]  (log in with the token {token}; "
+        "Ctrl-C stops it)",
+        soft_wrap=True,
+        highlight=False,
+    )
+    # Loopback only: the demo's token is printed on the terminal.
+    uvicorn.run(
+        create_app(),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
     return 0
 
 

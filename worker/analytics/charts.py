@@ -6,6 +6,7 @@ backend, no global figure state, safe to call from any process.
 
 from __future__ import annotations
 
+import io
 import math
 from datetime import date
 from pathlib import Path
@@ -83,6 +84,14 @@ _PLAIN_TEXT: dict[Any, Any] = {"text.parse_math": False}
 @rc_context(_PLAIN_TEXT)
 def write_chart(report: Report, path: Path) -> None:
     draw_chart(report).savefig(path, format="png")
+
+
+@rc_context(_PLAIN_TEXT)
+def chart_svg(report: Report) -> bytes:
+    """The same chart as SVG, for the dashboard (worker/dashboard)."""
+    out = io.BytesIO()
+    draw_chart(report).savefig(out, format="svg")
+    return out.getvalue()
 
 
 @rc_context(_PLAIN_TEXT)

@@ -9,11 +9,18 @@ import click
 @click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 in a container.")
 @click.option("--port", type=int, default=8000, show_default=True)
 def serve(host: str, port: int) -> None:
-    """Serve POST /v1/track, POST /webhooks/mentionsapi, /healthz, /readyz and /metrics."""
+    """Serve POST /v1/track, POST /webhooks/mentionsapi, /healthz, /readyz, /metrics
+    and, with DASHBOARD_TOKEN, the read-only dashboard at /."""
     import uvicorn
 
+    from worker.config import get_settings
     from worker.intake.app import create_app
 
+    token = get_settings().dashboard_token
+    if token is not None and token.get_secret_value():
+        click.echo(f"dashboard on http://{host}:{port}/ (log in with DASHBOARD_TOKEN)", err=True)
+    else:
+        click.echo("dashboard off: set DASHBOARD_TOKEN to serve it at /", err=True)
     # log_config=None keeps our handlers (JSON lines, redaction) for uvicorn's
     # own loggers too; request lines come from the handlers, with vendor,
     # count and duration, so uvicorn's access log is off.

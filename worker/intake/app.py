@@ -5,6 +5,7 @@
 - `GET /healthz` (the process answers), `GET /readyz` (database, schema and broker:
   ok or not; the details and the scheduler's ages only with the intake token).
 - `GET /metrics`: this process's counters (webhook requests).
+- `GET /` and below: the read-only dashboard when DASHBOARD_TOKEN is set (worker/dashboard).
 
 Handlers read the body on the event loop and do database work in Starlette's
 thread pool, one transaction per request.
@@ -27,7 +28,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from models import Vendor, utcnow
+from worker.analytics.db import read_session
 from worker.config import Settings, get_settings
+from worker.dashboard.app import routes as dashboard_routes
 from worker.db import session_scope
 from worker.intake.webhooks import BadDelivery, apply_delivery, observe, parse_envelope
 from worker.metrics import WEBHOOK_REQUESTS, process_registry
@@ -324,5 +327,7 @@ def create_app() -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            # The read-only dashboard (`/`, behind DASHBOARD_TOKEN): worker/dashboard.
+            *dashboard_routes(get_settings(), read_session),
         ]
     )
