@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from models import Vendor, utcnow
+from worker.analytics.labels import InvalidLabel, ids_with, mapping_labels, store_labels
 from worker.config import Settings, get_settings
 from worker.db import session_scope
 from worker.intake.signatures import SignatureError, verify
@@ -82,6 +83,9 @@ class TrackRequest(BaseModel):
     project_id: str | None = None
     created_at: datetime | None = None
     expect_webhook: bool = False
+    # Labels of every id of the group: prompt, topic, tags, country, persona or any
+    # key (worker/analytics/labels.py); a list for several tags.
+    labels: dict[str, str | list[str]] | None = None
 
 
 _TRACK_GROUPS = TypeAdapter(list[TrackRequest])
@@ -113,6 +117,11 @@ def parse_track_request(body: bytes) -> list[TrackRequest]:
                 raise ValueError(f"[{i}].project_id: {exc}") from None
         elif group.project_id:
             raise ValueError(f"[{i}].project_id: only for mentionlab")
+        if group.labels:
+            try:
+                mapping_labels(group.labels)
+            except InvalidLabel as exc:
+                raise ValueError(f"[{i}].labels: {exc}") from None
         if group.created_at is not None:
             # The registry's range, as `track --created-at`: it sets the deadline.
             try:
@@ -136,6 +145,14 @@ def track_groups(groups: list[TrackRequest], settings: Settings) -> dict[str, An
                 created_at=group.created_at,
                 expect_webhook=group.expect_webhook,
             )
+            if group.labels:
+                store_labels(
+                    session,
+                    group.vendor,
+                    ids_with(((f"ids[{i}]", v) for i, v in enumerate(group.ids)), {}),
+                    project_id=group.project_id or "",
+                    common=mapping_labels(group.labels),
+                )
             results.append(
                 {
                     "vendor": group.vendor.value,
