@@ -15,6 +15,7 @@ from rich.progress import MofNCompleteColumn, Progress
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from models import Vendor
+from worker.analytics.compare import METRICS, change, compare
 from worker.analytics.reports import GROUPS, KINDS, Filters
 from worker.analytics.views import VIEWS as VIEW_NAMES
 
@@ -22,6 +23,8 @@ err = Console(stderr=True)
 out = Console()
 
 EXIT_FAILED = 1  # reprocess: some stored payloads no longer normalize
+# Reports of two sides of one --metric.
+PAIRED = {"compare": compare, "change": change}
 
 
 class Timestamp(click.ParamType):
@@ -79,13 +82,39 @@ def _database_error(exc: Exception) -> NoReturn:
 
 
 @click.command()
-@click.argument("kind", type=click.Choice(KINDS))
+@click.argument("kind", type=click.Choice((*KINDS, *PAIRED)))
 @SINCE
 @UNTIL
 @click.option("--brand", "brands", multiple=True, help="Only this brand (repeatable; exact name).")
 @click.option("--vendor", "vendors", multiple=True, type=click.Choice([v.value for v in Vendor]))
 @click.option("--provider", "providers", multiple=True, help="e.g. openai (repeatable).")
 @click.option("--model", "models", multiple=True, help="Exact model name (repeatable).")
+@click.option("--topic", "topics", multiple=True, help="Only answers with this topic (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="Only answers with this tag (repeatable).")
+@click.option(
+    "--prompt", "prompts", multiple=True, help="Only answers to this prompt (repeatable)."
+)
+@click.option("--country", "countries", multiple=True, help="Only this country (repeatable).")
+@click.option("--persona", "personas", multiple=True, help="Only this persona (repeatable).")
+@click.option("--group", "groups", multiple=True, help="Only brands of this competitor group.")
+@click.option(
+    "--own-vs-competitors",
+    is_flag=True,
+    help="Your own brand, each competitor, and everyone else as one (the brand catalog).",
+)
+@click.option(
+    "--min-answers",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Hide groups resting on fewer answers than this.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    default="visibility",
+    show_default=True,
+    help="compare, change: the rate set side by side.",
+)
 @click.option("--by", type=click.Choice(GROUPS), default=None, help="One row per group.")
 @click.option(
     "--format",
@@ -122,6 +151,15 @@ def report(
     vendors: tuple[str, ...],
     providers: tuple[str, ...],
     models: tuple[str, ...],
+    topics: tuple[str, ...],
+    tags: tuple[str, ...],
+    prompts: tuple[str, ...],
+    countries: tuple[str, ...],
+    personas: tuple[str, ...],
+    groups: tuple[str, ...],
+    own_vs_competitors: bool,
+    min_answers: int,
+    metric: str,
     by: str | None,
     fmt: str,
     chart: Path | None,
@@ -129,9 +167,13 @@ def report(
     top_urls: int,
     formula_guard: bool,
 ) -> None:
-    """Share of voice, visibility, position, sentiment or citations (docs/analytics.md).
+    """Share of voice, visibility, position, sentiment, citations, domain
+    categories; compare (per vendor) and change (on the previous period) of a
+    --metric. Definitions: docs/analytics.md.
 
-    KIND is one of: share-of-voice, visibility, position, sentiment, citations.
+    KIND is one of: share-of-voice, visibility, position, sentiment, citations,
+    domain-categories, compare, change. Rates carry numerator, denominator and
+    a 95% Wilson interval (ci_low, ci_high).
     """
     from worker.analytics.db import read_session
     from worker.analytics.export import utf8_stdout
@@ -145,12 +187,25 @@ def report(
         vendors=vendors,
         providers=providers,
         models=models,
+        topics=topics,
+        tags=tags,
+        prompts=prompts,
+        countries=countries,
+        personas=personas,
+        groups=groups,
+        own_vs_competitors=own_vs_competitors,
+        min_answers=min_answers,
     )
     try:
         with read_session() as session:
-            result = run_report(session, kind, filters, by, top=top, top_urls=top_urls)
+            if kind in PAIRED:
+                result = PAIRED[kind](session, metric, filters, by)
+            else:
+                result = run_report(session, kind, filters, by, top=top, top_urls=top_urls)
     except (OperationalError, ProgrammingError) as exc:
         _database_error(exc)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if fmt == "json":
         sys.stdout.buffer.write(to_json(result) + b"\n")
     elif fmt == "csv":

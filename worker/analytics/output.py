@@ -26,9 +26,27 @@ TITLES = {
     "position": "Average position",
     "sentiment": "Sentiment",
     "citations": "Citation share by domain",
+    "domain-categories": "Citation share by domain category",
+    "compare": "{} per vendor",
+    "change": "{}: change on the previous period",
 }
 # Fractions shown as percentages in tables and charts; CSV and JSON keep fractions.
-FRACTIONS = frozenset({"share", "visibility"})
+FRACTIONS = frozenset(
+    {
+        "share",
+        "visibility",
+        "positive_share",
+        "ci_low",
+        "ci_high",
+        "difference",
+        "difference_ci_low",
+        "difference_ci_high",
+        "change",
+        "change_ci_low",
+        "change_ci_high",
+        *(f"previous_{c}" for c in ("share", "visibility", "positive_share", "ci_low", "ci_high")),
+    }
+)
 
 
 def period_label(report: Report) -> str:
@@ -40,6 +58,8 @@ def period_label(report: Report) -> str:
 
 def title(report: Report) -> str:
     name = TITLES[report.kind]
+    if report.rate is not None:
+        name = name.format(TITLES[report.rate])
     if report.by:
         name += f" by {report.by}"
     return f"{name}, {period_label(report)}"
@@ -65,7 +85,9 @@ def render_table(report: Report, console: Console) -> None:
         numeric = column not in (report.by, report.series, "top_urls")
         table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for row in report.rows:
-        table.add_row(*(Text(_cell(c, row.get(c))) for c in report.columns))
+        # The own brand stands out (--own-vs-competitors).
+        style = "bold" if row.get("role") == "own" else ""
+        table.add_row(*(Text(_cell(c, row.get(c))) for c in report.columns), style=style)
     console.print(table)
     for note in report.notes:
         console.print(f"[dim]{escape(note)}[/dim]")
