@@ -579,7 +579,8 @@ def _answers_per_group(
 ) -> dict[str, int]:
     """How many answers each group holds (--min-answers); one count by brand group."""
     a = _base(answer_facts, filters, None if by == "group" else by, dialect, brand=False)
-    return dict(session.execute(select(a.c.grp, func.count()).group_by(a.c.grp)).tuples().all())
+    counts = session.execute(select(a.c.grp, func.count()).group_by(a.c.grp))
+    return {grp: n for grp, n in counts}  # noqa: C416 (rows, not pairs, to dict())
 
 
 def own_and_competitors(session: Session) -> dict[str, bool]:
