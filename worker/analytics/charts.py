@@ -54,6 +54,8 @@ X_LABELS = {
 }
 # The own brand's colour in --own-vs-competitors charts; everyone else is grey.
 OWN_COLOUR, OTHERS_COLOUR = "#d62728", "0.6"
+# matplotlib's cycle without its red and grey, which mean own and everyone else.
+COMPETITOR_COLOURS = tuple(f"C{i}" for i in (0, 1, 2, 4, 5, 6, 8, 9))
 # A brand absent from a group has 0% of its mentions and answers; for the other
 # metrics an absent value is unknown, and the line has a gap.
 ZERO_WHEN_ABSENT = frozenset({"share-of-voice", "visibility", "domain-categories"})
@@ -121,7 +123,7 @@ def _colours(report: Report, series: list[str]) -> dict[str, str]:
         elif roles.get(name) == "others":
             colours[name] = OTHERS_COLOUR
         else:
-            colours[name] = f"C{i % 10}"
+            colours[name] = COMPETITOR_COLOURS[i % len(COMPETITOR_COLOURS)]
             i += 1
     return colours
 
@@ -291,7 +293,9 @@ def _decorate(ax: Any, report: Report, series: list[str]) -> None:
     default_x = "Brand" if paired else report.series.capitalize()
     ax.set_xlabel(X_LABELS.get(by or "", default_x) + (" / brand" if paired and by else ""))
     y_label = Y_LABELS[report.kind]
-    ax.set_ylabel(y_label.format(RATE_LABELS.get(report.rate or "", "")) if paired else y_label)
+    rate_label = RATE_LABELS.get(report.rate or "", "")
+    rate_label = rate_label if report.kind == "compare" else rate_label.lower()
+    ax.set_ylabel(y_label.format(rate_label) if paired else y_label)
     if report.kind == "position":
         ax.invert_yaxis()  # first place at the top
     elif not paired and (report.metric in FRACTIONS or report.kind == "sentiment"):

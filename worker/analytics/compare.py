@@ -44,7 +44,9 @@ def _pairs(
                 n = group_totals.get((side, key[0]), 0)
                 rate = RATES[report.kind][0]
                 low, high = wilson(0, n)
+                known = next(iter(by_side.values()))
                 by_side[side] = {
+                    **({"role": known["role"]} if "role" in known else {}),
                     "numerator": 0,
                     "denominator": n,
                     rate: 0.0 if n else None,
@@ -90,6 +92,7 @@ def compare(session: Session, metric: str, filters: Filters, by: str | None = No
                 {
                     **({by: key[0]} if by else {}),
                     "brand": key[1],
+                    **({"role": row["role"]} if "role" in row else {}),
                     "vendor": vendor,
                     rate: row[rate],
                     **{c: row[c] for c in INTERVAL},
@@ -104,7 +107,15 @@ def compare(session: Session, metric: str, filters: Filters, by: str | None = No
         kind="compare",
         by=by,
         filters=replace(first.filters, vendors=filters.vendors),
-        columns=[*([by] if by else []), "brand", "vendor", rate, *INTERVAL, *DIFFERENCE],
+        columns=[
+            *([by] if by else []),
+            "brand",
+            *(["role"] if filters.own_vs_competitors else []),
+            "vendor",
+            rate,
+            *INTERVAL,
+            *DIFFERENCE,
+        ],
         rows=rows,
         period=(min(starts, default=None), max(ends, default=None)),
         series="vendor",
@@ -138,6 +149,7 @@ def change(session: Session, metric: str, filters: Filters, by: str | None = Non
             {
                 **({by: key[0]} if by else {}),
                 "brand": key[1],
+                **({"role": now["role"]} if "role" in now else {}),
                 f"previous_{rate}": before[rate],
                 **{f"previous_{c}": before[c] for c in INTERVAL},
                 rate: now[rate],
@@ -151,6 +163,7 @@ def change(session: Session, metric: str, filters: Filters, by: str | None = Non
     columns = [
         *([by] if by else []),
         "brand",
+        *(["role"] if filters.own_vs_competitors else []),
         f"previous_{rate}",
         *(f"previous_{c}" for c in INTERVAL),
         rate,
@@ -173,8 +186,9 @@ def change(session: Session, metric: str, filters: Filters, by: str | None = Non
         weight="numerator",
         rate=metric,
         notes=[
-            f"{rate}: {previous_filters.since:%Y-%m-%d %H:%M} to {filters.since:%Y-%m-%d %H:%M} "
-            f"against {filters.since:%Y-%m-%d %H:%M} to {filters.until:%Y-%m-%d %H:%M} (UTC); "
+            f"{rate} from {filters.since:%Y-%m-%d %H:%M} to {filters.until:%Y-%m-%d %H:%M} "
+            f"against {previous_filters.since:%Y-%m-%d %H:%M} to {filters.since:%Y-%m-%d %H:%M} "
+            "(UTC, exclusive ends); "
             "'up' or 'down' only when the change's 95% interval (Newcombe) excludes 0."
         ],
     )

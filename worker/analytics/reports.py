@@ -626,7 +626,8 @@ def run_report(
         roles = own_and_competitors(session)
         if not brands and kind != "citations":
             # Every catalog brand gets its row, at 0 where it is never mentioned.
-            brands = (*roles, OTHERS)
+            # The own brand first, then the competitors, everyone else last.
+            brands = (*sorted(roles, key=lambda name: not roles[name]), OTHERS)
     filters = replace(filters, brands=brands)
     if by == "group" and kind in ("citations", "domain-categories"):
         raise ValueError("--by group groups brands; citations have none")
