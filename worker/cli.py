@@ -150,7 +150,7 @@ def _track(
     labels: dict[str, list[str]] | None = None,
 ) -> None:
     from worker.analytics.catalog_cli import read_id_file, track_labels
-    from worker.analytics.labels import is_label_csv
+    from worker.analytics.labels import is_label_file
     from worker.db import session_scope
     from worker.registry import label_arguments, read_lines, register
 
@@ -159,9 +159,10 @@ def _track(
     settings = get_settings()
     sources: list[Any] = [label_arguments(ids)]
     rejected = []
-    # A .csv file has a header with an `id` column; its other columns are labels.
+    # A .csv file has a header with an `id` column, its other columns labels;
+    # a .jsonl file one object per line with an "id" (worker/analytics/labels.py).
     labelled_rows: list[Any] = []
-    if file is not None and is_label_csv(getattr(file, "name", None)):
+    if file is not None and is_label_file(getattr(file, "name", None)):
         labelled_rows, rejected = read_id_file(file)
         sources.append((row.where, row.external_id) for row in labelled_rows)
     elif file is not None:

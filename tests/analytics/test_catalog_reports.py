@@ -475,3 +475,37 @@ def test_suggest_on_the_archive(archive: str) -> None:
         ([("Acme", 4), ("ACME Inc.", 1), ("acmé", 1)], None),
         ([("Initech", 3)], None),
     ]
+
+
+def test_track_a_json_lines_file(backend: str, tmp_path: Path) -> None:
+    ids = tmp_path / "ids.jsonl"
+    ids.write_text(
+        '{"id": "ask_j1", "topic": "crm", "tags": ["a", "b"], "campaign": "q4"}\n'
+        "\n"
+        '{"id": "ask_j2", "tags": "c;d"}\n'
+        '{"id": "ask j3"}\n'
+        '{"id": "ask_j4", "topic": 7}\n'
+        "not json\n",
+        encoding="utf-8",
+    )
+    result = cli("track", "mentionsapi", "--file", str(ids))
+    # ask j3 (whitespace), ask_j4 (a number) and the last line are rejected by line.
+    assert result.returncode == 1
+    assert "2 registered, 0 already tracked, 3 rejected, 2 labelled" in result.stderr
+    assert "line 4: 'ask j3': contains whitespace" in result.stderr
+    assert "line 5" in result.stderr and "line 6" in result.stderr
+    with session_scope() as session:
+        got = sorted(
+            tuple(r)
+            for r in session.execute(
+                select(AnswerLabel.external_id, AnswerLabel.key, AnswerLabel.value)
+            )
+        )
+    assert got == [
+        ("ask_j1", "campaign", "q4"),
+        ("ask_j1", "tag", "a"),
+        ("ask_j1", "tag", "b"),
+        ("ask_j1", "topic", "crm"),
+        ("ask_j2", "tag", "c"),
+        ("ask_j2", "tag", "d"),
+    ]

@@ -69,11 +69,11 @@ def labels_from(options: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def read_id_file(file: TextIO) -> tuple[list[Any], list[Any]]:
-    """A `.csv` id file's rows with their labels; (rows, rejected)."""
-    from worker.analytics.labels import InvalidLabel, read_label_csv
+    """A `.csv` or JSON-lines id file's rows with their labels; (rows, rejected)."""
+    from worker.analytics.labels import InvalidLabel, read_label_file
 
     try:
-        return read_label_csv(file)
+        return read_label_file(file, getattr(file, "name", None))
     except InvalidLabel as exc:
         raise click.BadParameter(str(exc), param_hint="--file") from None
 
@@ -377,7 +377,7 @@ def domains_unset(domain: str) -> None:
     "--file",
     "file",
     type=click.File("r", encoding="utf-8-sig"),
-    help="A CSV with an `id` column; the other columns are labels.",
+    help="A CSV with an `id` column (the other columns are labels), or JSON lines.",
 )
 @label_options
 def label_command(

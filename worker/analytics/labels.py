@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+import orjson
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
@@ -111,8 +112,49 @@ def mapping_labels(given: Mapping[str, str | list[str]]) -> Labels:
     return labels
 
 
-def is_label_csv(name: str | None) -> bool:
-    return bool(name) and str(name).lower().endswith(".csv")
+JSON_LINES = (".jsonl", ".ndjson")
+
+
+def is_label_file(name: str | None) -> bool:
+    """A `.csv` or JSON-lines id file carries labels; any other is one id per line."""
+    return bool(name) and str(name).lower().endswith((".csv", *JSON_LINES))
+
+
+def read_label_file(stream: TextIO, name: str | None) -> tuple[list[LabelledId], list[Rejected]]:
+    if str(name or "").lower().endswith(JSON_LINES):
+        return read_label_jsonl(stream)
+    return read_label_csv(stream)
+
+
+def read_label_jsonl(stream: TextIO) -> tuple[list[LabelledId], list[Rejected]]:
+    """One JSON object per line: `id`, and labels as strings (lists for several tags)."""
+    rows: list[LabelledId] = []
+    rejected: list[Rejected] = []
+    for number, line in enumerate(stream, start=1):
+        where = f"line {number}"
+        if not line.strip():
+            continue
+        try:
+            document = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            rejected.append(Rejected(where, line.rstrip("\r\n"), f"not JSON: {exc}"))
+            continue
+        if not isinstance(document, dict) or not isinstance(document.get(ID_COLUMN), str):
+            rejected.append(Rejected(where, line.rstrip("\r\n"), 'not an object with an "id"'))
+            continue
+        external_id = document.pop(ID_COLUMN)
+        try:
+            if not all(
+                isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+                for v in document.values()
+            ):
+                raise InvalidLabel("label values are strings or lists of strings")
+            labels = mapping_labels(document)
+        except InvalidLabel as exc:
+            rejected.append(Rejected(where, external_id, str(exc)))
+            continue
+        rows.append(LabelledId(where, external_id, labels))
+    return rows, rejected
 
 
 def read_label_csv(
