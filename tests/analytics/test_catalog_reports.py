@@ -509,3 +509,40 @@ def test_track_a_json_lines_file(backend: str, tmp_path: Path) -> None:
         ("ask_j2", "tag", "c"),
         ("ask_j2", "tag", "d"),
     ]
+
+
+def test_suggest_groups_the_simulators_spellings(backend: str) -> None:
+    """On answers the simulator serves: each group holds one brand's spellings,
+    and each brand's spellings are one group."""
+    from simulator.dataset import BRAND_VARIANTS, BRANDS, Dataset
+
+    dataset = Dataset(seed=3)
+    answers = []
+    for ask_id in dataset.ask_ids(150):
+        if dataset.fate("mentionsapi", ask_id) == "succeeded":
+            _, body = dataset.final_response("mentionsapi", ask_id)
+            answers.append(normalize_ask(body, ask_id=ask_id, fetched_at=FETCHED))
+    for project, run_id in dataset.execution_ids(150):
+        if dataset.fate("mentionlab", run_id) in ("success", "retried"):
+            _, body = dataset.final_response("mentionlab", run_id, project)
+            answers.append(
+                normalize_execution(
+                    body, job_execution_id=run_id, project_id=project, fetched_at=FETCHED
+                )
+            )
+    with session_scope() as session:
+        upsert_answers(session, answers)
+    brand_of = {b: b for b in BRANDS} | {v: b for b, vs in BRAND_VARIANTS.items() for v in vs}
+    with read_session() as session:
+        groups = suggest(session)
+    group_of: dict[str, int] = {}
+    for i, group in enumerate(groups):
+        brands = {brand_of[name] for name, _ in group.names}
+        assert len(brands) == 1, group.names  # nothing a person would keep apart
+        brand = brands.pop()
+        assert brand not in group_of, brand  # every spelling of a brand in one group
+        group_of[brand] = i
+    spelled = [g for g in groups if len(g.names) > 1]
+    # The simulator does spell some brands several ways, and they are grouped.
+    assert len(spelled) >= 5, [g.names for g in groups]
+    assert [g.mentions for g in groups] == sorted((g.mentions for g in groups), reverse=True)

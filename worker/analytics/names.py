@@ -12,7 +12,8 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
-# Words that name a company's legal form or product line rather than the brand:
+# Words that name a company's legal form, product line or web address rather
+# than the brand:
 # "HubSpot", "HubSpot CRM" and "Hubspot, Inc." are one brand to a person.
 SUFFIXES = frozenset(
     {
@@ -33,6 +34,12 @@ SUFFIXES = frozenset(
         "plc",
         "crm",
         "hq",
+        # A domain ending written as part of the name: "Fly.io" is "Fly".
+        "io",
+        "com",
+        "ai",
+        "app",
+        "net",
     }
 )
 _WORD = re.compile(r"\w+")
