@@ -316,23 +316,28 @@ FROM facts AS f
 # that the top-level list is the union of the providers' lists, and it is not
 # always. A citation without a URL counts from the top-level list only when the
 # providers carry no citations at all (it cannot be told apart from theirs).
-_MA_CITATION = """
-ma_citation AS (
-    SELECT c.ask_id, COALESCE(c.provider, s.provider) AS provider, c.url,
-           MIN(c.domain) AS domain, MIN(c.title) AS title
+# Three branches, each a plain anti-join the planner can hash: the providers'
+# own lists; top-level URLs no provider cites (given the sole provider, which
+# cannot make a duplicate: no provider cites them); top-level citations without
+# a URL, of asks whose providers cite nothing.
+_TOP_LEVEL = """
+    SELECT c.ask_id, s.provider, c.url, MIN(c.domain) AS domain, MIN(c.title) AS title
     FROM ask_citations AS c
     LEFT JOIN ma_sole_provider AS s ON s.ask_id = c.ask_id
+    WHERE c.provider IS NULL AND c.url IS {url} AND NOT EXISTS (
+        SELECT 1 FROM ask_citations AS o
+        WHERE o.ask_id = c.ask_id AND o.provider IS NOT NULL{same_url}
+    )
+    GROUP BY c.ask_id, s.provider, c.url{key}"""
+_MA_CITATION = f"""
+ma_citation AS (
+    SELECT c.ask_id, c.provider, c.url, MIN(c.domain) AS domain, MIN(c.title) AS title
+    FROM ask_citations AS c
     WHERE c.provider IS NOT NULL
-       OR (c.url IS NOT NULL AND NOT EXISTS (
-           SELECT 1 FROM ask_citations AS o
-           WHERE o.ask_id = c.ask_id AND o.provider IS NOT NULL AND o.url = c.url
-       ))
-       OR NOT EXISTS (
-           SELECT 1 FROM ask_citations AS o WHERE o.ask_id = c.ask_id AND o.provider IS NOT NULL
-       )
-    GROUP BY c.ask_id, COALESCE(c.provider, s.provider), c.url,
-             CASE WHEN c.url IS NULL THEN c.position END
-)"""
+    GROUP BY c.ask_id, c.provider, c.url, CASE WHEN c.url IS NULL THEN c.position END
+    UNION ALL{_TOP_LEVEL.format(url="NOT NULL", same_url=" AND o.url = c.url", key="")}
+    UNION ALL{_TOP_LEVEL.format(url="NULL", same_url="", key=", c.position")}
+)"""  # noqa: S608 (this module's constants only)
 
 
 def _parent(dialect: str, domain: str) -> str:
