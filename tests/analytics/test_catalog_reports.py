@@ -546,3 +546,33 @@ def test_suggest_groups_the_simulators_spellings(backend: str) -> None:
     # The simulator does spell some brands several ways, and they are grouped.
     assert len(spelled) >= 5, [g.names for g in groups]
     assert [g.mentions for g in groups] == sorted((g.mentions for g in groups), reverse=True)
+
+
+def test_free_labels_as_dimension_and_filter(archive: str) -> None:
+    label(Vendor.MENTIONSAPI, LabelScope.ASK, "ask_a1", campaign=["q4"])
+    label(Vendor.MENTIONSAPI, LabelScope.ASK, "ask_a2", campaign=["q3"])
+    got = rows_by(run("visibility", "label:campaign", brands=("Acme",)), "numerator", "denominator")
+    # q4: a1o a1a, Acme in a1o; q3: a2o; none: a3 a5g L1 L2 L4, Acme in L1 L4.
+    assert got == {
+        ("q4", "Acme"): (1, 2),
+        ("q3", "Acme"): (1, 1),
+        ("(none)", "Acme"): (2, 5),
+    }
+    result = cli(
+        "report",
+        "share-of-voice",
+        "--label",
+        "campaign=q4",
+        "--by",
+        "label:campaign",
+        "--format",
+        "json",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = orjson.loads(result.stdout)["rows"]
+    # ask_a1: Acme and Globex in openai's answer, Globex in anthropic's: 3 mentions.
+    assert {(r["label:campaign"], r["brand"], r["numerator"], r["denominator"]) for r in rows} == {
+        ("q4", "Globex", 2, 3),
+        ("q4", "Acme", 1, 3),
+    }
+    assert cli("report", "visibility", "--by", "label:").returncode == 2

@@ -89,6 +89,7 @@ def _subtitle(report: Report) -> str:
             ("country", f.countries),
             ("persona", f.personas),
             ("group", f.groups),
+            ("label", tuple(f"{k}={v}" for k, v in f.labels)),
             ("answers that mention", f.brands if report.series in ("domain", "category") else ()),
         )
         if values
@@ -291,7 +292,10 @@ def _decorate(ax: Any, report: Report, series: list[str]) -> None:
     by = report.by
     paired = report.kind in ("compare", "change")
     default_x = "Brand" if paired else report.series.capitalize()
-    ax.set_xlabel(X_LABELS.get(by or "", default_x) + (" / brand" if paired and by else ""))
+    x_label = X_LABELS.get(by or "", default_x)
+    if by and by.startswith("label:"):
+        x_label = f"Label {by.partition(':')[2]}"
+    ax.set_xlabel(x_label + (" / brand" if paired and by else ""))
     y_label = Y_LABELS[report.kind]
     rate_label = RATE_LABELS.get(report.rate or "", "")
     rate_label = rate_label if report.kind == "compare" else rate_label.lower()

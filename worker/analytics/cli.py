@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from models import Vendor
 from worker.analytics.compare import METRICS, change, compare
-from worker.analytics.reports import GROUPS, KINDS, Filters
+from worker.analytics.reports import GROUPS, KINDS, Filters, label_key_of
 from worker.analytics.views import VIEWS as VIEW_NAMES
 
 err = Console(stderr=True)
@@ -53,6 +53,31 @@ class Timestamp(click.ParamType):
         except ValueError:
             self.fail(f"not an ISO 8601 date or timestamp: {value!r}", param, ctx)
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+class Grouping(click.ParamType):
+    """One of GROUPS, or `label:KEY` for a free label."""
+
+    name = "grouping"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value not in GROUPS and label_key_of(value) is None:
+            self.fail(f"{value!r}: expected one of {', '.join(GROUPS)}, or label:KEY", param, ctx)
+        return value
+
+
+class LabelFilter(click.ParamType):
+    """KEY=VALUE, a free label an answer must carry."""
+
+    name = "key=value"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        key, sep, label = str(value).partition("=")
+        if not sep or not key.strip():
+            self.fail(f"{value!r}: give KEY=VALUE", param, ctx)
+        return (key.strip(), label.strip())
 
 
 SINCE = click.option(
@@ -115,7 +140,19 @@ def _database_error(exc: Exception) -> NoReturn:
     show_default=True,
     help="compare, change: the rate set side by side.",
 )
-@click.option("--by", type=click.Choice(GROUPS), default=None, help="One row per group.")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    type=LabelFilter(),
+    help="Only answers with this free label, KEY=VALUE (repeatable).",
+)
+@click.option(
+    "--by",
+    type=Grouping(),
+    default=None,
+    help=f"One row per group: {', '.join(GROUPS)}, or label:KEY for a free label.",
+)
 @click.option(
     "--format",
     "fmt",
@@ -157,6 +194,7 @@ def report(
     countries: tuple[str, ...],
     personas: tuple[str, ...],
     groups: tuple[str, ...],
+    labels: tuple[tuple[str, str], ...],
     own_vs_competitors: bool,
     min_answers: int,
     metric: str,
@@ -193,6 +231,7 @@ def report(
         countries=countries,
         personas=personas,
         groups=groups,
+        labels=labels,
         own_vs_competitors=own_vs_competitors,
         min_answers=min_answers,
     )

@@ -38,6 +38,18 @@ from worker.analytics.stats import wilson
 from worker.analytics.views import answer_facts, citation_facts, label_facts, mention_facts
 
 TAG = "tag"
+# `--by label:KEY`: a free label given at registration.
+LABEL_PREFIX = "label:"
+
+
+def label_key_of(by: str | None) -> str | None:
+    """The label_facts key a grouping reads: `tag`, or KEY of `label:KEY`."""
+    if by == TAG:
+        return TAG
+    if by is not None and by.startswith(LABEL_PREFIX) and len(by) > len(LABEL_PREFIX):
+        return by[len(LABEL_PREFIX) :]
+    return None
+
 
 KINDS = ("share-of-voice", "visibility", "position", "sentiment", "citations", "domain-categories")
 TIME_GROUPS = ("day", "week", "month")
@@ -79,6 +91,7 @@ class Filters:
     personas: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()  # the brands' competitor groups
+    labels: tuple[tuple[str, str], ...] = ()  # free labels: (key, value), all must hold
     # The own brand, each competitor and everyone else, instead of every brand.
     own_vs_competitors: bool = False
     # Groups with fewer answers are left out.
@@ -103,6 +116,7 @@ class Filters:
                     "groups",
                 )
             },
+            "labels": [f"{key}={value}" for key, value in self.labels],
             "own_vs_competitors": self.own_vs_competitors,
             "min_answers": self.min_answers,
         }
@@ -190,8 +204,8 @@ def group_expression(view: Table, by: str | None, dialect: str) -> ColumnElement
         if "brand_group" not in view.c:
             return literal_column("'all'", Text)
         return func.coalesce(view.c.brand_group, NONE)
-    if by == "tag":
-        raise ValueError("tag groups join label_facts: use _base")
+    if label_key_of(by) is not None:
+        raise ValueError("tag and label groups join label_facts: use _base")
     if by not in TIME_GROUPS:
         raise ValueError(f"unknown grouping {by!r}; expected one of {GROUPS}")
     at = view.c.answered_at
@@ -226,13 +240,17 @@ def _conditions(view: Table, filters: Filters, *, brand: bool) -> list[ColumnEle
     for field_name, column in LABEL_FILTERS:
         if getattr(filters, field_name):
             conditions.append(view.c[column].in_(getattr(filters, field_name)))
-    if filters.tags:
-        tagged = select(label_facts.c.answer_id).where(
+    wanted = [(TAG, filters.tags)] if filters.tags else []
+    for key, value in filters.labels:
+        wanted.append((key, (value,)))
+    for key, values in wanted:
+        # Several values of one key: any of them; several keys: all of them.
+        labelled = select(label_facts.c.answer_id).where(
             label_facts.c.vendor == view.c.vendor,
-            label_facts.c.key == TAG,
-            label_facts.c.value.in_(filters.tags),
+            label_facts.c.key == key,
+            label_facts.c.value.in_(values),
         )
-        conditions.append(view.c.answer_id.in_(tagged))
+        conditions.append(view.c.answer_id.in_(labelled))
     # The group is a brand's: it narrows the brands, never the answers counted.
     if filters.groups and "brand_group" in view.c:
         conditions.append(view.c.brand_group.in_(filters.groups))
@@ -253,18 +271,19 @@ def _base(view: Table, filters: Filters, by: str | None, dialect: str, *, brand:
 
     Grouping by a column of a subquery, rather than repeating the expression,
     keeps Postgres from seeing two different expressions in SELECT and GROUP BY
-    when the expression carries bound parameters. By tag, an answer is a row of
-    each of its tags (or of `(none)`).
+    when the expression carries bound parameters. By tag (or a free label), an
+    answer is a row of each of its values (or of `(none)`).
     """
     source: Any = view
-    if by == "tag":
-        tags = label_facts.alias("tags")
+    key = label_key_of(by)
+    if key is not None:
+        tags = label_facts.alias("labels")
         source = view.outerjoin(
             tags,
             and_(
                 tags.c.vendor == view.c.vendor,
                 tags.c.answer_id == view.c.answer_id,
-                tags.c.key == TAG,
+                tags.c.key == key,
             ),
         )
         grp: ColumnElement[str] = func.coalesce(tags.c.value, NONE)
