@@ -17,7 +17,7 @@ from models.tracking import BigId, Vendor, _enum
 
 
 class AliasKind(enum.StrEnum):
-    # `value` is the name folded by worker.analytics.names.fold: matches any
+    # `value` is the name folded by worker.normalize.names.fold: matches any
     # spelling that differs only by case or accents.
     NAME = "name"
     EXACT = "exact"  # `value` is the raw name exactly as the vendor wrote it

@@ -158,7 +158,7 @@ def _track(
         raise click.UsageError("give ids as arguments or with --file PATH (or --file - for stdin)")
     settings = get_settings()
     sources: list[Any] = [label_arguments(ids)]
-    rejected = []
+    rejected: list[Any] = []
     # A .csv file has a header with an `id` column, its other columns labels;
     # a .jsonl file one object per line with an "id" (worker/analytics/labels.py).
     labelled_rows: list[Any] = []

@@ -12,8 +12,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from models import BrandName, metadata
-from worker.analytics.names import brand_name_rows
 from worker.normalize import Normalized
+from worker.normalize.names import brand_name_rows
 
 # Bound parameters per statement stay under SQLite's 32766 and Postgres' 65535.
 _MAX_PARAMS = 30_000

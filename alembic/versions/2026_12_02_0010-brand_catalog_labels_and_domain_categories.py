@@ -117,7 +117,7 @@ DEFAULT_CATEGORIES: dict[str, tuple[str, ...]] = {
 
 
 def _fold(name: str) -> str:
-    # worker/analytics/names.py `fold` as of this revision, spelled out so the
+    # worker/normalize/names.py `fold` as of this revision, spelled out so the
     # backfill keeps meaning what it meant.
     decomposed = unicodedata.normalize("NFKD", name)
     bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))

@@ -41,7 +41,6 @@ from worker.analytics.catalog import (
 from worker.analytics.compare import change, compare
 from worker.analytics.db import read_session
 from worker.analytics.labels import LabelledId, store_labels
-from worker.analytics.names import suggest_key
 from worker.analytics.reports import OTHERS, Filters, Report, run_report
 from worker.analytics.stats import difference, wilson
 from worker.analytics.views import citation_facts, label_facts, mention_facts
@@ -49,6 +48,7 @@ from worker.config import get_settings
 from worker.db import session_scope
 from worker.normalize.mentionlab import normalize_execution
 from worker.normalize.mentionsapi import normalize_ask
+from worker.normalize.names import suggest_key
 from worker.registry import label_arguments, register
 from worker.store import upsert_answers
 

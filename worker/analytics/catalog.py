@@ -17,8 +17,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from models import AliasKind, CatalogAlias, CatalogBrand, CatalogDomain
-from worker.analytics.names import fold, suggest_key
 from worker.analytics.views import mention_facts
+from worker.normalize.names import fold, suggest_key
 
 CSV_COLUMNS = ("brand", "alias", "own", "group", "domain", "match")
 REQUIRED_COLUMNS = ("brand", "alias", "own")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import IO, Any, TextIO, TypeVar
 
 import click
 import orjson
@@ -256,7 +256,7 @@ def brands_export(path: Path | None) -> None:
     with read_session() as session:
         rows = list(export_rows(session))
 
-    def write(stream: TextIO) -> None:
+    def write(stream: IO[str]) -> None:
         writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)

@@ -106,7 +106,7 @@ def _subtitle(report: Report) -> str:
 
 
 # Brands and domains are vendor text: "$5 plans" must not be read as TeX math.
-_PLAIN_TEXT = {"text.parse_math": False}
+_PLAIN_TEXT: dict[Any, Any] = {"text.parse_math": False}
 
 
 @rc_context(_PLAIN_TEXT)
@@ -178,14 +178,16 @@ def draw_chart(report: Report) -> Figure:
         x = [_period_start(g) for g in groups]
         for name in series:
             y = [values.get((g, name), absent) for g in groups]
-            ax.plot(x, y, marker="o", linewidth=2, label=name, color=colours[name])
+            # matplotlib converts dates itself; its stubs only name numbers.
+            ax.plot(x, y, marker="o", linewidth=2, label=name, color=colours[name])  # type: ignore[arg-type]  # dates are converted
             if bounds:
                 low = [bounds.get((g, name), (math.nan, math.nan))[0] for g in groups]
                 high = [bounds.get((g, name), (math.nan, math.nan))[1] for g in groups]
-                ax.fill_between(x, low, high, color=colours[name], alpha=0.12, linewidth=0)
+                ax.fill_between(x, low, high, color=colours[name], alpha=0.12, linewidth=0)  # type: ignore[arg-type]  # dates are converted
         if len(x) <= 16:
-            ax.set_xticks(x)  # one tick per period, never between two
-        ax.xaxis.set_major_formatter(DateFormatter("%Y-%m" if by == "month" else "%Y-%m-%d"))
+            ax.set_xticks(x)  # type: ignore[arg-type]  # one tick per period, never between
+        fmt = "%Y-%m" if by == "month" else "%Y-%m-%d"
+        ax.xaxis.set_major_formatter(DateFormatter(fmt))  # type: ignore[no-untyped-call]  # untyped in matplotlib
         ax.tick_params(axis="x", labelrotation=30)
     elif by is None:
         for i, name in enumerate(series):

@@ -27,7 +27,7 @@ EXIT_FAILED = 1  # reprocess: some stored payloads no longer normalize
 PAIRED = {"compare": compare, "change": change}
 
 
-class Timestamp(click.ParamType):
+class Timestamp(click.ParamType):  # type: ignore[type-arg]  # generic only in stubs
     """An ISO 8601 date or time, in UTC unless it has an offset.
 
     A bare date as an upper bound means the whole of that day.
@@ -55,7 +55,7 @@ class Timestamp(click.ParamType):
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-class Grouping(click.ParamType):
+class Grouping(click.ParamType):  # type: ignore[type-arg]  # generic only in stubs
     """One of GROUPS, or `label:KEY` for a free label."""
 
     name = "grouping"
@@ -66,7 +66,7 @@ class Grouping(click.ParamType):
         return value
 
 
-class LabelFilter(click.ParamType):
+class LabelFilter(click.ParamType):  # type: ignore[type-arg]  # generic only in stubs
     """KEY=VALUE, a free label an answer must carry."""
 
     name = "key=value"

@@ -289,7 +289,7 @@ def _base(view: Table, filters: Filters, by: str | None, dialect: str, *, brand:
         grp: ColumnElement[str] = func.coalesce(tags.c.value, NONE)
     else:
         grp = group_expression(view, by, dialect)
-    columns = [c for c in view.c if c.name != "brand"]
+    columns: list[ColumnElement[Any]] = [c for c in view.c if c.name != "brand"]
     if "brand" in view.c:
         columns.append(_brand_expression(view, filters).label("brand"))
     return (
@@ -331,7 +331,7 @@ def _ratio(
     """
     if brands and not one_total:
         wanted = _wanted_brands(brands)
-        n = func.coalesce(counts.c.n, 0)
+        n: ColumnElement[Any] = func.coalesce(counts.c.n, 0)
         source = totals.join(wanted, true()).outerjoin(
             counts, and_(counts.c.grp == totals.c.grp, counts.c.brand == wanted.c.brand)
         )
@@ -518,7 +518,7 @@ def citations(
             )
         )
     # Own vs competitors: a brand's domains as that brand, every other as one.
-    domain = (
+    domain_label: ColumnElement[Any] = (
         func.coalesce(base.c.domain_brand, OTHERS)
         if filters.own_vs_competitors
         else func.coalesce(base.c.domain, UNKNOWN)
@@ -526,7 +526,7 @@ def citations(
     c = (
         select(
             base.c.grp,
-            domain.label("domain"),
+            domain_label.label("domain"),
             base.c.url,
             base.c.answered_at,
         )
