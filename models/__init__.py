@@ -1,6 +1,16 @@
 """SQLAlchemy models: the tracking queue and both vendors' normalized archives."""
 
 from models.base import Base, metadata, utcnow
+from models.catalog import (
+    AliasKind,
+    AnswerLabel,
+    BrandName,
+    CatalogAlias,
+    CatalogBrand,
+    CatalogDomain,
+    DomainCategory,
+    LabelScope,
+)
 from models.mentionlab import JobExecution, JobExecutionEntity, JobExecutionSource
 from models.mentionsapi import Ask, AskBrandMention, AskCitation, AskProviderResponse
 from models.operations import AlertState, SchedulerHeartbeat, WebhookDelivery
@@ -20,14 +30,22 @@ __all__ = [
     "FINAL_STATES",
     "SAVABLE_STATES",
     "AlertState",
+    "AliasKind",
+    "AnswerLabel",
     "Ask",
     "AskBrandMention",
     "AskCitation",
     "AskProviderResponse",
     "Base",
+    "BrandName",
+    "CatalogAlias",
+    "CatalogBrand",
+    "CatalogDomain",
+    "DomainCategory",
     "JobExecution",
     "JobExecutionEntity",
     "JobExecutionSource",
+    "LabelScope",
     "QuarantinedPayload",
     "SchedulerHeartbeat",
     "TrackedId",

@@ -204,6 +204,35 @@ BRANDS: tuple[str, ...] = (
     "L'Atelier Ω",
 )
 
+# Other spellings models give some of those brands: case, accents, spacing, a
+# legal or product suffix. A person groups each with its brand (`brands suggest`
+# must too, and nothing else: tests/analytics/test_catalog_reports.py).
+BRAND_VARIANTS: dict[str, tuple[str, ...]] = {
+    "HubSpot": ("Hubspot", "HubSpot CRM", "HubSpot, Inc."),
+    "Supabase": ("supabase", "Supabase Inc."),
+    "PlanetScale": ("Planetscale", "PLANETSCALE"),
+    "DigitalOcean": ("Digital Ocean", "DigitalOcean LLC"),
+    "Café Crème": ("Cafe Creme", "CAFÉ CRÈME"),
+    "Zoho CRM": ("Zoho", "ZOHO CRM"),
+    "Acme Corp": ("ACME Corporation", "Acme"),
+    "Fly.io": ("Fly", "fly.io"),
+    "Müller & Söhne": ("Muller & Sohne", "Müller & Söhne GmbH"),
+}
+_VARIANT_RATE = 0.15
+
+
+def spelling(brand: str, *where: object) -> str:
+    """How one answer (`where`) spells `brand`: now and then a variant.
+
+    Drawn from a stream of its own, so the other draws of a body stay as they were.
+    """
+    variants = BRAND_VARIANTS.get(brand)
+    if not variants:
+        return brand
+    rng = _Rng("spelling", brand, *where)
+    return rng.choice(variants) if rng.chance(_VARIANT_RATE) else brand
+
+
 _TOPICS: tuple[str, ...] = (
     "managed PostgreSQL hosting",
     "CRM software for startups",
@@ -764,8 +793,9 @@ class Dataset:
         entities = []
         for brand in brands:
             entity: dict[str, Any] = {
+                # The key names the entity whatever its display name says.
                 "displayKey": _uuid(_digest(self.seed, "entity", brand)),
-                "displayName": brand,
+                "displayName": spelling(brand, self.seed, id),
                 "isPrimary": brand == primary,
             }
             if not content.chance(0.15):
@@ -1017,6 +1047,9 @@ def _mentionsapi_success(rng: _Rng, id: str, rid: str) -> dict[str, Any]:
     if dup_mention and mentions:
         dup = dict(rng.choice(mentions))
         mentions.insert(mentions.index(dup) + 1, dup)
+    for mention in mentions:
+        # One spelling per brand in an ask: repeats and duplicates stay what they were.
+        mention["brand"] = spelling(mention["brand"], id)
 
     # Top-level citations: the union of the providers' lists, first occurrence wins.
     seen: set[str] = set()

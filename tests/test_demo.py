@@ -51,7 +51,21 @@ def test_demo_runs_end_to_end_on_sqlite(tmp_path: Path) -> None:
     assert runs > 30 and mentions > 30
     assert asks + runs == states["archived"] + states.get("failed", 0)
     # The analytics charts of the demo archive (docs/analytics.md shows them).
-    for name in ("share-of-voice-by-day.png", "visibility-by-provider.png", "citations.png"):
+    # Issue 14: ids registered with topics, a five-brand catalog, and the charts of
+    # visibility by topic (own vs competitors) and of the per-vendor comparison.
+    with sqlite3.connect(database) as db:
+        topics = db.execute("SELECT count(DISTINCT value) FROM label_facts WHERE key = 'topic'")
+        assert topics.fetchone()[0] == 3
+        own = db.execute("SELECT name FROM catalog_brands WHERE own").fetchall()
+        assert own == [("Supabase",)]
+        assert db.execute("SELECT count(*) FROM catalog_brands").fetchone()[0] == 5
+    for name in (
+        "share-of-voice-by-day.png",
+        "visibility-by-provider.png",
+        "citations.png",
+        "visibility-by-topic-own-vs-competitors.png",
+        "compare-visibility-per-vendor.png",
+    ):
         chart = tmp_path / "demo" / name
         assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert chart.stat().st_size > 15_000, name

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from models import ACTIVE_STATES, TrackedState, Vendor, utcnow
+from worker.analytics.catalog_cli import label_options, labels_from
 from worker.config import ConfigError, get_settings
 from worker.doctor import doctor
 from worker.intake import serve
@@ -167,18 +168,27 @@ def _track(
     project_id: str = "",
     created_at: datetime | None = None,
     expect_webhook: bool = False,
+    labels: dict[str, list[str]] | None = None,
 ) -> None:
+    from worker.analytics.catalog_cli import read_id_file, track_labels
+    from worker.analytics.labels import is_label_file
     from worker.db import session_scope
     from worker.registry import label_arguments, read_lines, register
 
     if not ids and file is None:
         raise click.UsageError("give ids as arguments or with --file PATH (or --file - for stdin)")
     settings = get_settings()
-    sources = [label_arguments(ids)]
-    if file is not None:
+    sources: list[Any] = [label_arguments(ids)]
+    rejected: list[Any] = []
+    # A .csv file has a header with an `id` column, its other columns labels;
+    # a .jsonl file one object per line with an "id" (worker/analytics/labels.py).
+    labelled_rows: list[Any] = []
+    if file is not None and is_label_file(getattr(file, "name", None)):
+        labelled_rows, rejected = read_id_file(file)
+        sources.append((row.where, row.external_id) for row in labelled_rows)
+    elif file is not None:
         sources.append(read_lines(file))
     added = known = 0
-    rejected = []
     for entries in sources:
         with session_scope() as session:
             result = register(
@@ -193,13 +203,15 @@ def _track(
         added += result.added
         known += result.already_tracked
         rejected.extend(result.rejected)
+    labelled = track_labels(vendor, project_id, ids, labelled_rows, labels or {})
     for bad in rejected[:1000]:
         # The line is the user's text: shown as it is, never read as markup.
         err.print(f"[red]rejected[/red] {escape(str(bad))}", highlight=False, soft_wrap=True)
     if len(rejected) > 1000:
         err.print(f"... and {len(rejected) - 1000} more rejected lines")
     err.print(
-        f"{vendor}: {added} registered, {known} already tracked, {len(rejected)} rejected",
+        f"{vendor}: {added} registered, {known} already tracked, {len(rejected)} rejected"
+        + (f", {labelled} labelled" if labelled else ""),
         highlight=False,
     )
     if rejected:
@@ -220,16 +232,23 @@ def track() -> None:
     "--created-at", help="When the asks were created (ISO 8601); sets the 30-day deadline."
 )
 @click.option("--expect-webhook", is_flag=True, help="Wait for a webhook before polling.")
+@label_options
 def track_mentionsapi(
-    ids: tuple[str, ...], file: TextIO | None, created_at: str | None, expect_webhook: bool
+    ids: tuple[str, ...],
+    file: TextIO | None,
+    created_at: str | None,
+    expect_webhook: bool,
+    **label_values: Any,
 ) -> None:
-    """Track MentionsAPI ask ids."""
+    """Track MentionsAPI ask ids. A FILE.csv has an `id` column; its other
+    columns (prompt, topic, tags, country, persona, any other) are labels."""
     _track(
         Vendor.MENTIONSAPI,
         ids,
         file,
         created_at=_parse_iso(created_at),
         expect_webhook=expect_webhook,
+        labels=labels_from(label_values),
     )
 
 
@@ -240,17 +259,29 @@ def track_mentionsapi(
     "--file", "file", type=click.File("r", encoding="utf-8"), help="One id per line; - for stdin."
 )
 @click.option("--created-at", help="When the runs were created (ISO 8601); sets the deadline.")
+@label_options
 def track_mentionlab(
-    ids: tuple[str, ...], project: str, file: TextIO | None, created_at: str | None
+    ids: tuple[str, ...],
+    project: str,
+    file: TextIO | None,
+    created_at: str | None,
+    **label_values: Any,
 ) -> None:
-    """Track MentionLab job execution ids (UUIDs) of one project."""
+    """Track MentionLab job execution ids (UUIDs) of one project (labels as for mentionsapi)."""
     from worker.registry import InvalidId, validate_project_id
 
     try:
         project = validate_project_id(project)
     except InvalidId as exc:
         raise click.BadParameter(f"{project!r}: {exc}", param_hint="--project") from None
-    _track(Vendor.MENTIONLAB, ids, file, project_id=project, created_at=_parse_iso(created_at))
+    _track(
+        Vendor.MENTIONLAB,
+        ids,
+        file,
+        project_id=project,
+        created_at=_parse_iso(created_at),
+        labels=labels_from(label_values),
+    )
 
 
 # --- run / sync -------------------------------------------------------------------
@@ -565,10 +596,12 @@ def bench(args: tuple[str, ...]) -> None:
     sys.exit(bench_main(list(args)))
 
 
-# report, export, reprocess: worker/analytics/cli.py
+# report, export, reprocess: worker/analytics/cli.py; brands, domains, label:
+# worker/analytics/catalog_cli.py
+from worker.analytics.catalog_cli import COMMANDS as CATALOG_COMMANDS  # noqa: E402
 from worker.analytics.cli import COMMANDS as ANALYTICS_COMMANDS  # noqa: E402
 
-for command in ANALYTICS_COMMANDS:
+for command in (*ANALYTICS_COMMANDS, *CATALOG_COMMANDS):
     main.add_command(command)
 
 if __name__ == "__main__":

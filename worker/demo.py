@@ -123,6 +123,17 @@ def run_demo(
                 project_id=project_id,
             ).added
     console.print(f"tracked {added} ids ({asks} MentionsAPI asks, {executions} MentionLab runs)")
+    # An analyst's setup (issue 14): a topic per id, and a five-brand catalog.
+    from worker.analytics.demo_catalog import import_demo_catalog, label_demo_ids
+
+    with session_scope() as session:
+        labelled = label_demo_ids(session, directory, ask_ids, by_project)
+        catalog = import_demo_catalog(session, directory)
+    console.print(
+        f"labelled {labelled} ids with a topic; brand catalog of {catalog.brands} brands "
+        f"({directory / 'brands.csv'})",
+        soft_wrap=True,
+    )
 
     # `mentionsync run`: the real Celery worker with an embedded beat. Its beat
     # schedule file lands in the demo directory, the working directory.
@@ -163,7 +174,10 @@ def run_demo(
     console.print(
         f"\nThe archive is {directory / 'mentionsync.db'}. Look around with:\n"
         f"  DATABASE_URL={env['DATABASE_URL']} mentionsync status\n"
-        f"  DATABASE_URL={env['DATABASE_URL']} mentionsync report share-of-voice --by day",
+        f"  DATABASE_URL={env['DATABASE_URL']} mentionsync report share-of-voice --by day\n"
+        f"  DATABASE_URL={env['DATABASE_URL']} mentionsync report visibility --by topic "
+        "--own-vs-competitors\n"
+        f"  DATABASE_URL={env['DATABASE_URL']} mentionsync report compare --own-vs-competitors",
         soft_wrap=True,
     )
     if pending:
@@ -245,6 +259,7 @@ def write_demo_charts(directory: Path) -> list[Path]:
     """Draw the demo archive's standard charts into `directory`."""
     from worker.analytics.charts import write_chart
     from worker.analytics.db import read_session
+    from worker.analytics.demo_catalog import write_catalog_charts
     from worker.analytics.reports import Filters, run_report
 
     paths = []
@@ -252,6 +267,7 @@ def write_demo_charts(directory: Path) -> list[Path]:
         for kind, by, name in DEMO_CHARTS:
             write_chart(run_report(session, kind, Filters(), by), directory / name)
             paths.append(directory / name)
+        paths += write_catalog_charts(session, directory)
     return paths
 
 

@@ -11,8 +11,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from models import QuarantinedPayload, metadata
+from models import BrandName, QuarantinedPayload, metadata
 from worker.normalize import Normalized
+from worker.normalize.names import brand_name_rows
 
 # Bound parameters per statement stay under SQLite's 32766 and Postgres' 65535.
 _MAX_PARAMS = 30_000
@@ -94,7 +95,26 @@ def upsert_answers(session: Session, answers: Iterable[Normalized]) -> int:
             if rows:
                 _insert_rows(session, child, rows)
                 written += len(rows)
+    _record_brand_names(session, by_table)
     return written
+
+
+def _record_brand_names(session: Session, by_table: dict[str, dict[Any, Normalized]]) -> None:
+    """Each raw brand name not seen before, with its folded form (models/catalog.py)."""
+    children = (
+        (name, row)
+        for batch in by_table.values()
+        for answer in batch.values()
+        for name, rows in answer.children.items()
+        for row in rows
+    )
+    # Sorted, so two writers inserting the same new names lock them in one order.
+    names = sorted(brand_name_rows(children), key=lambda r: r["name"])
+    if names:
+        table = BrandName.__table__
+        for chunk in _chunks(names, 2):
+            stmt = dialect_insert(session, table).on_conflict_do_nothing(index_elements=["name"])
+            session.execute(stmt, list(chunk))
 
 
 def _insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:

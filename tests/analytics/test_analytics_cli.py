@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from matplotlib.container import BarContainer, ErrorbarContainer
 
 from tests.helpers import cli
 from worker.analytics.charts import chart_series, draw_chart, write_chart
@@ -56,10 +57,24 @@ def test_report_json(archive: str) -> None:
 def test_report_csv_and_table(archive: str) -> None:
     result = cli("report", "share-of-voice", "--format", "csv", "--brand", "Globex")
     assert result.returncode == 0, result.stderr
-    assert list(csv.reader(io.StringIO(result.stdout))) == [
-        ["brand", "mentions", "total_mentions", "share"],
-        ["Globex", "3", "10", "0.3"],
+    header, row = list(csv.reader(io.StringIO(result.stdout)))
+    # Every rate carries its numerator, denominator and 95% Wilson interval;
+    # 3 of 10 is (0.1078, 0.6032) in published tables of the interval.
+    assert header == [
+        "brand",
+        "mentions",
+        "total_mentions",
+        "share",
+        "numerator",
+        "denominator",
+        "ci_low",
+        "ci_high",
     ]
+    assert row[:6] == ["Globex", "3", "10", "0.3", "3", "10"]
+    assert (float(row[6]), float(row[7])) == (
+        pytest.approx(0.1078, abs=5e-5),
+        pytest.approx(0.6032, abs=5e-5),
+    )
     result = cli(
         "report", "sentiment", "--vendor", "mentionlab", "--model", "gpt-4o", "--brand", "Acme"
     )
@@ -99,14 +114,18 @@ def test_chart_shapes_labels_and_legend(archive: str, by: str | None) -> None:
     (ax,) = draw_chart(report).axes
     series = chart_series(report)
     assert series
-    bars = [patch for container in ax.containers for patch in container]
+    bars = [p for c in ax.containers if isinstance(c, BarContainer) for p in c]
+    # Rates carry their 95% interval: error bars (with caps) on bars, bands on lines.
+    caps = {line for c in ax.containers if isinstance(c, ErrorbarContainer) for line in c.lines[1]}
     if by == "week":  # a line per brand, no bars
         assert [line.get_label() for line in ax.get_lines()] == series
         assert not bars
+        assert len(ax.collections) == len(series)  # one interval band per line
     else:  # bars only: one per brand, or one per brand and provider
-        assert not ax.get_lines()
+        assert set(ax.get_lines()) <= caps
         groups = 1 if by is None else len({row[by] for row in report.rows})
         assert len(bars) == len(series) * groups
+        assert len([c for c in ax.containers if isinstance(c, ErrorbarContainer)]) == len(series)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == series
     assert ax.get_xlabel() and ax.get_ylabel() == "Visibility (% of answers that mention the brand)"
     # The period of the fixture's answers: the 2nd to the 11th of November.

@@ -15,7 +15,8 @@ from rich.progress import MofNCompleteColumn, Progress
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from models import Vendor
-from worker.analytics.reports import GROUPS, KINDS, Filters
+from worker.analytics.compare import METRICS, change, compare
+from worker.analytics.reports import GROUPS, KINDS, Filters, label_key_of
 from worker.analytics.views import VIEWS as VIEW_NAMES
 from worker.common import parse_iso_utc
 
@@ -23,6 +24,8 @@ err = Console(stderr=True)
 out = Console()
 
 EXIT_FAILED = 1  # reprocess: some stored payloads no longer normalize
+# Reports of two sides of one --metric.
+PAIRED = {"compare": compare, "change": change}
 
 
 class Timestamp(click.ParamType):  # type: ignore[type-arg]  # generic only in stubs
@@ -52,6 +55,31 @@ class Timestamp(click.ParamType):  # type: ignore[type-arg]  # generic only in s
             self.fail(f"not an ISO 8601 date or timestamp: {value!r}", param, ctx)
 
 
+class Grouping(click.ParamType):  # type: ignore[type-arg]  # generic only in stubs
+    """One of GROUPS, or `label:KEY` for a free label."""
+
+    name = "grouping"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value not in GROUPS and label_key_of(value) is None:
+            self.fail(f"{value!r}: expected one of {', '.join(GROUPS)}, or label:KEY", param, ctx)
+        return value
+
+
+class LabelFilter(click.ParamType):  # type: ignore[type-arg]  # generic only in stubs
+    """KEY=VALUE, a free label an answer must carry."""
+
+    name = "key=value"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        key, sep, label = str(value).partition("=")
+        if not sep or not key.strip():
+            self.fail(f"{value!r}: give KEY=VALUE", param, ctx)
+        return (key.strip(), label.strip())
+
+
 SINCE = click.option(
     "--since", type=Timestamp(), help="From this date or time (ISO 8601, UTC), inclusive."
 )
@@ -79,14 +107,52 @@ def _database_error(exc: Exception) -> NoReturn:
 
 
 @click.command()
-@click.argument("kind", type=click.Choice(KINDS))
+@click.argument("kind", type=click.Choice((*KINDS, *PAIRED)))
 @SINCE
 @UNTIL
 @click.option("--brand", "brands", multiple=True, help="Only this brand (repeatable; exact name).")
 @click.option("--vendor", "vendors", multiple=True, type=click.Choice([v.value for v in Vendor]))
 @click.option("--provider", "providers", multiple=True, help="e.g. openai (repeatable).")
 @click.option("--model", "models", multiple=True, help="Exact model name (repeatable).")
-@click.option("--by", type=click.Choice(GROUPS), default=None, help="One row per group.")
+@click.option("--topic", "topics", multiple=True, help="Only answers with this topic (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="Only answers with this tag (repeatable).")
+@click.option(
+    "--prompt", "prompts", multiple=True, help="Only answers to this prompt (repeatable)."
+)
+@click.option("--country", "countries", multiple=True, help="Only this country (repeatable).")
+@click.option("--persona", "personas", multiple=True, help="Only this persona (repeatable).")
+@click.option("--group", "groups", multiple=True, help="Only brands of this competitor group.")
+@click.option(
+    "--own-vs-competitors",
+    is_flag=True,
+    help="Your own brand, each competitor, and everyone else as one (the brand catalog).",
+)
+@click.option(
+    "--min-answers",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Hide groups resting on fewer answers than this.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    default="visibility",
+    show_default=True,
+    help="compare, change: the rate set side by side.",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    type=LabelFilter(),
+    help="Only answers with this free label, KEY=VALUE (repeatable).",
+)
+@click.option(
+    "--by",
+    type=Grouping(),
+    default=None,
+    help=f"One row per group: {', '.join(GROUPS)}, or label:KEY for a free label.",
+)
 @click.option(
     "--format",
     "fmt",
@@ -122,6 +188,16 @@ def report(
     vendors: tuple[str, ...],
     providers: tuple[str, ...],
     models: tuple[str, ...],
+    topics: tuple[str, ...],
+    tags: tuple[str, ...],
+    prompts: tuple[str, ...],
+    countries: tuple[str, ...],
+    personas: tuple[str, ...],
+    groups: tuple[str, ...],
+    labels: tuple[tuple[str, str], ...],
+    own_vs_competitors: bool,
+    min_answers: int,
+    metric: str,
     by: str | None,
     fmt: str,
     chart: Path | None,
@@ -129,9 +205,13 @@ def report(
     top_urls: int,
     formula_guard: bool,
 ) -> None:
-    """Share of voice, visibility, position, sentiment or citations (docs/analytics.md).
+    """Share of voice, visibility, position, sentiment, citations, domain
+    categories; compare (per vendor) and change (on the previous period) of a
+    --metric. Definitions: docs/analytics.md.
 
-    KIND is one of: share-of-voice, visibility, position, sentiment, citations.
+    KIND is one of: share-of-voice, visibility, position, sentiment, citations,
+    domain-categories, compare, change. Rates carry numerator, denominator and
+    a 95% Wilson interval (ci_low, ci_high).
     """
     from worker.analytics.db import read_session
     from worker.analytics.export import utf8_stdout
@@ -145,12 +225,26 @@ def report(
         vendors=vendors,
         providers=providers,
         models=models,
+        topics=topics,
+        tags=tags,
+        prompts=prompts,
+        countries=countries,
+        personas=personas,
+        groups=groups,
+        labels=labels,
+        own_vs_competitors=own_vs_competitors,
+        min_answers=min_answers,
     )
     try:
         with read_session() as session:
-            result = run_report(session, kind, filters, by, top=top, top_urls=top_urls)
+            if kind in PAIRED:
+                result = PAIRED[kind](session, metric, filters, by)
+            else:
+                result = run_report(session, kind, filters, by, top=top, top_urls=top_urls)
     except (OperationalError, ProgrammingError) as exc:
         _database_error(exc)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if fmt == "json":
         sys.stdout.buffer.write(to_json(result) + b"\n")
     elif fmt == "csv":

@@ -69,6 +69,20 @@ TIME_COLUMNS = {
     "alert_state": "updated_at",
     "scheduler_heartbeats": "last_tick_at",
 }
+# Reference data the analyst keeps (migration 0010): exported whole, whatever
+# the window, since a report of any period reads all of it.
+UNTIMED = frozenset(
+    {
+        "catalog_brands",
+        "catalog_aliases",
+        "catalog_domains",
+        "domain_categories",
+        "brand_names",
+        "answer_labels",
+        "label_facts",
+        "domain_category_map",
+    }
+)
 
 
 def exportable() -> dict[str, Table]:
@@ -86,7 +100,7 @@ def time_conditions(
             out.append(column < until)
         return out
 
-    if since is None and until is None:
+    if (since is None and until is None) or table.name in UNTIMED:
         return []
     if table.name in VIEWS:
         return window(table.c.answered_at)

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from worker.analytics.export import neutralize_formula
-from worker.analytics.reports import Report
+from worker.analytics.reports import RATES, Report
 
 TITLES = {
     "share-of-voice": "Share of voice",
@@ -26,9 +26,29 @@ TITLES = {
     "position": "Average position",
     "sentiment": "Sentiment",
     "citations": "Citation share by domain",
+    "domain-categories": "Citation share by domain category",
+    "compare": "{} per vendor",
+    "change": "{}: change on the previous period",
 }
+# Columns of text, left-aligned in tables.
+TEXT_COLUMNS = ("brand", "role", "vendor", "verdict", "top_urls")
 # Fractions shown as percentages in tables and charts; CSV and JSON keep fractions.
-FRACTIONS = frozenset({"share", "visibility"})
+FRACTIONS = frozenset(
+    {
+        "share",
+        "visibility",
+        "positive_share",
+        "ci_low",
+        "ci_high",
+        "difference",
+        "difference_ci_low",
+        "difference_ci_high",
+        "change",
+        "change_ci_low",
+        "change_ci_high",
+        *(f"previous_{c}" for c in ("share", "visibility", "positive_share", "ci_low", "ci_high")),
+    }
+)
 
 
 def period_label(report: Report) -> str:
@@ -40,6 +60,8 @@ def period_label(report: Report) -> str:
 
 def title(report: Report) -> str:
     name = TITLES[report.kind]
+    if report.rate is not None:
+        name = name.format(TITLES[report.rate])
     if report.by:
         name += f" by {report.by}"
     return f"{name}, {period_label(report)}"
@@ -61,11 +83,17 @@ def render_table(report: Report, console: Console) -> None:
     # Text, not str: a str cell or title is parsed as console markup, and a brand
     # such as "[/bold] Acme" would be styled away or raise MarkupError.
     table = Table(title=Text(title(report)), title_justify="left")
-    for column in report.columns:
-        numeric = column not in (report.by, report.series, "top_urls")
+    columns = report.columns
+    if report.kind in RATES:
+        # The table already shows them under their own names (mentions, answers, …).
+        columns = [c for c in columns if c not in ("numerator", "denominator")]
+    for column in columns:
+        numeric = column not in (report.by, report.series, *TEXT_COLUMNS)
         table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for row in report.rows:
-        table.add_row(*(Text(_cell(c, row.get(c))) for c in report.columns))
+        # The own brand stands out (--own-vs-competitors).
+        style = "bold" if row.get("role") == "own" else ""
+        table.add_row(*(Text(_cell(c, row.get(c))) for c in columns), style=style)
     console.print(table)
     for note in report.notes:
         console.print(f"[dim]{escape(note)}[/dim]")

@@ -8,7 +8,7 @@ Definitions and formulas: docs/analytics.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,14 +33,46 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from worker.analytics.views import answer_facts, citation_facts, mention_facts
+from models import CatalogBrand
+from worker.analytics.stats import wilson
+from worker.analytics.views import answer_facts, citation_facts, label_facts, mention_facts
 
-KINDS = ("share-of-voice", "visibility", "position", "sentiment", "citations")
+TAG = "tag"
+# `--by label:KEY`: a free label given at registration.
+LABEL_PREFIX = "label:"
+
+
+def label_key_of(by: str | None) -> str | None:
+    """The label_facts key a grouping reads: `tag`, or KEY of `label:KEY`."""
+    if by == TAG:
+        return TAG
+    if by is not None and by.startswith(LABEL_PREFIX) and len(by) > len(LABEL_PREFIX):
+        return by[len(LABEL_PREFIX) :]
+    return None
+
+
+KINDS = ("share-of-voice", "visibility", "position", "sentiment", "citations", "domain-categories")
 TIME_GROUPS = ("day", "week", "month")
-GROUPS = (*TIME_GROUPS, "provider", "model", "vendor")
+# Labels given at registration, columns of every view (migration 0010).
+LABEL_GROUPS = ("topic", "prompt", "country", "persona")
+GROUPS = (*TIME_GROUPS, "provider", "model", "vendor", *LABEL_GROUPS, "tag", "group")
 # Label of a group or domain the data leaves empty (a MentionLab model no
 # provider is known for, a citation without a domain).
 UNKNOWN = "(unknown)"
+# An answer without that label, a brand without a competitor group.
+NONE = "(none)"
+# --own-vs-competitors: every brand the catalog does not know, as one.
+OTHERS = "(everyone else)"
+# The rate each report prints with its numerator and denominator, for the
+# interval (worker/analytics/stats.py): (rate, numerator, denominator).
+RATES = {
+    "share-of-voice": ("share", "mentions", "total_mentions"),
+    "visibility": ("visibility", "answers_mentioning", "answers"),
+    "sentiment": ("positive_share", "positive", "labelled"),
+    "citations": ("share", "citations", "total_citations"),
+    "domain-categories": ("share", "citations", "total_citations"),
+}
+INTERVAL = ("numerator", "denominator", "ci_low", "ci_high")
 LABELS = ("positive", "neutral", "negative")
 PERIOD = ("period_first", "period_last")
 
@@ -53,16 +85,50 @@ class Filters:
     vendors: tuple[str, ...] = ()
     providers: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ()
+    countries: tuple[str, ...] = ()
+    personas: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()  # the brands' competitor groups
+    labels: tuple[tuple[str, str], ...] = ()  # free labels: (key, value), all must hold
+    # The own brand, each competitor and everyone else, instead of every brand.
+    own_vs_competitors: bool = False
+    # Groups with fewer answers are left out.
+    min_answers: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
-            "brands": list(self.brands),
-            "vendors": list(self.vendors),
-            "providers": list(self.providers),
-            "models": list(self.models),
+            **{
+                name: list(getattr(self, name))
+                for name in (
+                    "brands",
+                    "vendors",
+                    "providers",
+                    "models",
+                    "topics",
+                    "prompts",
+                    "countries",
+                    "personas",
+                    "tags",
+                    "groups",
+                )
+            },
+            "labels": [f"{key}={value}" for key, value in self.labels],
+            "own_vs_competitors": self.own_vs_competitors,
+            "min_answers": self.min_answers,
         }
+
+
+# Filters on the label columns: (Filters field, view column).
+LABEL_FILTERS = (
+    ("topics", "topic"),
+    ("prompts", "prompt"),
+    ("countries", "country"),
+    ("personas", "persona"),
+)
 
 
 @dataclass
@@ -78,6 +144,8 @@ class Report:
     metric: str  # the column the chart plots
     weight: str  # the count that ranks series when a chart shows only the largest
     notes: list[str] = field(default_factory=list)
+    # compare and change: the report whose rate they set side by side.
+    rate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +185,9 @@ SHAPES = {
     "citations": _Shape(
         ("domain", "citations", "total_citations", "share"), "domain", "share", "citations"
     ),
+    "domain-categories": _Shape(
+        ("category", "citations", "total_citations", "share"), "category", "share", "citations"
+    ),
 }
 
 
@@ -126,6 +197,15 @@ def group_expression(view: Table, by: str | None, dialect: str) -> ColumnElement
         return literal_column("'all'", Text)
     if by in ("provider", "model", "vendor"):
         return func.coalesce(view.c[by], UNKNOWN)
+    if by in LABEL_GROUPS:
+        return func.coalesce(view.c[by], NONE)
+    if by == "group":
+        # A brand's dimension: views without brands count every answer as one group.
+        if "brand_group" not in view.c:
+            return literal_column("'all'", Text)
+        return func.coalesce(view.c.brand_group, NONE)
+    if label_key_of(by) is not None:
+        raise ValueError("tag and label groups join label_facts: use _base")
     if by not in TIME_GROUPS:
         raise ValueError(f"unknown grouping {by!r}; expected one of {GROUPS}")
     at = view.c.answered_at
@@ -157,9 +237,33 @@ def _conditions(view: Table, filters: Filters, *, brand: bool) -> list[ColumnEle
         conditions.append(func.lower(view.c.provider).in_([p.lower() for p in filters.providers]))
     if filters.models:
         conditions.append(view.c.model.in_(filters.models))
+    for field_name, column in LABEL_FILTERS:
+        if getattr(filters, field_name):
+            conditions.append(view.c[column].in_(getattr(filters, field_name)))
+    wanted = [(TAG, filters.tags)] if filters.tags else []
+    for key, value in filters.labels:
+        wanted.append((key, (value,)))
+    for key, values in wanted:
+        # Several values of one key: any of them; several keys: all of them.
+        labelled = select(label_facts.c.answer_id).where(
+            label_facts.c.vendor == view.c.vendor,
+            label_facts.c.key == key,
+            label_facts.c.value.in_(values),
+        )
+        conditions.append(view.c.answer_id.in_(labelled))
+    # The group is a brand's: it narrows the brands, never the answers counted.
+    if filters.groups and "brand_group" in view.c:
+        conditions.append(view.c.brand_group.in_(filters.groups))
     if brand and filters.brands:
-        conditions.append(view.c.brand.in_(filters.brands))
+        conditions.append(_brand_expression(view, filters).in_(filters.brands))
     return conditions
+
+
+def _brand_expression(view: Table, filters: Filters) -> ColumnElement[str]:
+    """The brand a row counts for: --own-vs-competitors merges the unknown ones."""
+    if filters.own_vs_competitors and "brand_id" in view.c:
+        return case((view.c.brand_id.is_(None), OTHERS), else_=view.c.brand)
+    return view.c.brand
 
 
 def _base(view: Table, filters: Filters, by: str | None, dialect: str, *, brand: bool) -> Subquery:
@@ -167,10 +271,30 @@ def _base(view: Table, filters: Filters, by: str | None, dialect: str, *, brand:
 
     Grouping by a column of a subquery, rather than repeating the expression,
     keeps Postgres from seeing two different expressions in SELECT and GROUP BY
-    when the expression carries bound parameters.
+    when the expression carries bound parameters. By tag (or a free label), an
+    answer is a row of each of its values (or of `(none)`).
     """
+    source: Any = view
+    key = label_key_of(by)
+    if key is not None:
+        tags = label_facts.alias("labels")
+        source = view.outerjoin(
+            tags,
+            and_(
+                tags.c.vendor == view.c.vendor,
+                tags.c.answer_id == view.c.answer_id,
+                tags.c.key == key,
+            ),
+        )
+        grp: ColumnElement[str] = func.coalesce(tags.c.value, NONE)
+    else:
+        grp = group_expression(view, by, dialect)
+    columns: list[ColumnElement[Any]] = [c for c in view.c if c.name != "brand"]
+    if "brand" in view.c:
+        columns.append(_brand_expression(view, filters).label("brand"))
     return (
-        select(group_expression(view, by, dialect).label("grp"), *view.c)
+        select(grp.label("grp"), *columns)
+        .select_from(source)
         .where(*_conditions(view, filters, brand=brand))
         .subquery()
     )
@@ -195,27 +319,34 @@ def _totals(base: Subquery, count: ColumnElement[Any]) -> CTE:
     )
 
 
-def _ratio(counts: CTE, totals: CTE, brands: Sequence[str]) -> Select[tuple[Any, ...]]:
+def _ratio(
+    counts: CTE, totals: CTE, brands: Sequence[str], *, one_total: bool = False
+) -> Select[tuple[Any, ...]]:
     """Per group and brand: `counts.n`, the group's `totals.total`, their ratio.
 
     With --brand, every requested brand gets a row in every group, at 0 when it
     was never mentioned there. The last two columns are the report's period.
+    `one_total`: the denominator is the same for every group (visibility by a
+    brand's group: every answer could have mentioned any group's brands).
     """
-    if brands:
+    if brands and not one_total:
         wanted = _wanted_brands(brands)
         n: ColumnElement[Any] = func.coalesce(counts.c.n, 0)
         source = totals.join(wanted, true()).outerjoin(
             counts, and_(counts.c.grp == totals.c.grp, counts.c.brand == wanted.c.brand)
         )
         brand = wanted.c.brand
+        grp = totals.c.grp
     else:
         n = counts.c.n
-        source = counts.join(totals, totals.c.grp == counts.c.grp)
+        on = true() if one_total else totals.c.grp == counts.c.grp
+        source = counts.join(totals, on)
         brand = counts.c.brand
+        grp = counts.c.grp
     ratio = cast(n, Float) / totals.c.total
     return (
         select(
-            totals.c.grp,
+            grp,
             brand.label("brand"),
             n.label("n"),
             totals.c.total,
@@ -224,7 +355,7 @@ def _ratio(counts: CTE, totals: CTE, brands: Sequence[str]) -> Select[tuple[Any,
             select(func.max(totals.c.last)).scalar_subquery(),
         )
         .select_from(source)
-        .order_by(totals.c.grp, ratio.desc(), brand)
+        .order_by(grp, ratio.desc(), brand)
     )
 
 
@@ -263,19 +394,27 @@ def _run(
     )
 
 
-def share_of_voice(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
-    # One pass over the mentions: counts per brand, and from them the totals,
-    # which take every brand whatever --brand selects.
-    m = _base(mention_facts, filters, by, dialect, brand=False)
+def _shares(
+    session: Session,
+    kind: str,
+    base: Subquery,
+    series: ColumnElement[Any],
+    filters: Filters,
+    by: str | None,
+    wanted: Sequence[str] = (),
+) -> Report:
+    """Each series' rows ÷ all rows of its group, in one pass over `base`: counts
+    per series, and from them the totals, which take every series whatever
+    `wanted` selects."""
     counts = (
         select(
-            m.c.grp,
-            m.c.brand,
+            base.c.grp,
+            series.label("brand"),
             func.count().label("n"),
-            func.min(m.c.answered_at).label("first"),
-            func.max(m.c.answered_at).label("last"),
+            func.min(base.c.answered_at).label("first"),
+            func.max(base.c.answered_at).label("last"),
         )
-        .group_by(m.c.grp, m.c.brand)
+        .group_by(base.c.grp, series)
         .cte("counts")
     )
     totals = (
@@ -288,21 +427,32 @@ def share_of_voice(session: Session, filters: Filters, by: str | None, dialect: 
         .group_by(counts.c.grp)
         .cte("totals")
     )
-    return _run(session, "share-of-voice", _ratio(counts, totals, filters.brands), filters, by)
+    return _run(session, kind, _ratio(counts, totals, wanted), filters, by)
+
+
+def share_of_voice(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
+    m = _base(mention_facts, filters, by, dialect, brand=False)
+    return _shares(session, "share-of-voice", m, m.c.brand, filters, by, filters.brands)
+
+
+def domain_categories(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
+    """Citations per domain category (own, competitor, ugc, reference, …) ÷ all citations."""
+    c = _base(citation_facts, filters, by, dialect, brand=False)
+    return _shares(session, "domain-categories", c, c.c.domain_category, filters, by)
 
 
 def visibility(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
     # mention_facts has one row per brand and answer, so counting its rows counts
     # the answers that mention the brand.
     m = _base(mention_facts, filters, by, dialect, brand=True)
-    counts = (
-        select(m.c.grp, m.c.brand, func.count().label("n"))
-        .group_by(m.c.grp, m.c.brand)
-        .cte("counts")
-    )
-    answers = _base(answer_facts, filters, by, dialect, brand=False)
+    # Merged brands (everyone else) can share an answer: count answers, not rows.
+    n = func.count(m.c.answer_key.distinct()) if filters.own_vs_competitors else func.count()
+    counts = select(m.c.grp, m.c.brand, n.label("n")).group_by(m.c.grp, m.c.brand).cte("counts")
+    one_total = by == "group"
+    answers = _base(answer_facts, filters, None if one_total else by, dialect, brand=False)
     totals = _totals(answers, func.count())
-    return _run(session, "visibility", _ratio(counts, totals, filters.brands), filters, by)
+    stmt = _ratio(counts, totals, filters.brands, one_total=one_total)
+    return _run(session, "visibility", stmt, filters, by)
 
 
 def position(session: Session, filters: Filters, by: str | None, dialect: str) -> Report:
@@ -367,10 +517,16 @@ def citations(
                 select(mention_facts.c.answer_key).where(mention_facts.c.brand.in_(filters.brands))
             )
         )
+    # Own vs competitors: a brand's domains as that brand, every other as one.
+    domain_label: ColumnElement[Any] = (
+        func.coalesce(base.c.domain_brand, OTHERS)
+        if filters.own_vs_competitors
+        else func.coalesce(base.c.domain, UNKNOWN)
+    )
     c = (
         select(
             base.c.grp,
-            func.coalesce(base.c.domain, UNKNOWN).label("domain"),
+            domain_label.label("domain"),
             base.c.url,
             base.c.answered_at,
         )
@@ -437,6 +593,41 @@ def citations(
     return report
 
 
+def _answers_per_group(
+    session: Session, filters: Filters, by: str | None, dialect: str
+) -> dict[str, int]:
+    """How many answers each group holds (--min-answers); one count by brand group."""
+    a = _base(answer_facts, filters, None if by == "group" else by, dialect, brand=False)
+    counts = session.execute(select(a.c.grp, func.count()).group_by(a.c.grp))
+    return {grp: n for grp, n in counts}  # noqa: C416 (rows, not pairs, to dict())
+
+
+def own_and_competitors(session: Session) -> dict[str, bool]:
+    """The catalog's brands: name -> own."""
+    rows = session.execute(select(CatalogBrand.name, CatalogBrand.own).order_by(CatalogBrand.name))
+    return {name: bool(own) for name, own in rows}
+
+
+def add_intervals(report: Report) -> None:
+    """Numerator, denominator and 95% Wilson interval on every row of a rate report."""
+    if report.kind == "sentiment":
+        for row in report.rows:
+            row["labelled"] = row["mentions"] - row["unlabelled"]
+            row["positive_share"] = row["positive"] / row["labelled"] if row["labelled"] else None
+        report.columns += ["labelled", "positive_share"]
+    if report.kind not in RATES:
+        return
+    _rate, numerator, denominator = RATES[report.kind]
+    for row in report.rows:
+        k, n = row[numerator] or 0, row[denominator] or 0
+        row["numerator"], row["denominator"] = k, n
+        row["ci_low"], row["ci_high"] = wilson(k, n)
+    # top_urls stays last.
+    columns = report.columns
+    at = columns.index("top_urls") if "top_urls" in columns else len(columns)
+    columns[at:at] = list(INTERVAL)
+
+
 def run_report(
     session: Session,
     kind: str,
@@ -448,22 +639,50 @@ def run_report(
 ) -> Report:
     dialect = session.get_bind().dialect.name
     # A brand given twice is one brand (it would otherwise get two rows).
-    filters = Filters(
-        since=filters.since,
-        until=filters.until,
-        brands=tuple(dict.fromkeys(filters.brands)),
-        vendors=filters.vendors,
-        providers=filters.providers,
-        models=filters.models,
-    )
+    brands = tuple(dict.fromkeys(filters.brands))
+    roles: dict[str, bool] = {}
+    if filters.own_vs_competitors:
+        roles = own_and_competitors(session)
+        if not brands and kind != "citations":
+            # Every catalog brand gets its row, at 0 where it is never mentioned.
+            # The own brand first, then the competitors, everyone else last.
+            brands = (*sorted(roles, key=lambda name: not roles[name]), OTHERS)
+    filters = replace(filters, brands=brands)
+    if by == "group" and kind in ("citations", "domain-categories"):
+        raise ValueError("--by group groups brands; citations have none")
     if kind == "share-of-voice":
-        return share_of_voice(session, filters, by, dialect)
-    if kind == "visibility":
-        return visibility(session, filters, by, dialect)
-    if kind == "position":
-        return position(session, filters, by, dialect)
-    if kind == "sentiment":
-        return sentiment(session, filters, by, dialect)
-    if kind == "citations":
-        return citations(session, filters, by, dialect, top=top, top_urls=top_urls)
-    raise ValueError(f"unknown report {kind!r}; expected one of {KINDS}")
+        report = share_of_voice(session, filters, by, dialect)
+    elif kind == "visibility":
+        report = visibility(session, filters, by, dialect)
+    elif kind == "position":
+        report = position(session, filters, by, dialect)
+    elif kind == "sentiment":
+        report = sentiment(session, filters, by, dialect)
+    elif kind == "citations":
+        report = citations(session, filters, by, dialect, top=top, top_urls=top_urls)
+    elif kind == "domain-categories":
+        report = domain_categories(session, filters, by, dialect)
+    else:
+        raise ValueError(f"unknown report {kind!r}; expected one of {KINDS}")
+    add_intervals(report)
+    if filters.own_vs_competitors:
+        for row in report.rows:
+            name = row[report.series]
+            row["role"] = ("own" if roles[name] else "competitor") if name in roles else "others"
+        report.columns.insert(report.columns.index(report.series) + 1, "role")
+    if filters.min_answers > 0:
+        answers = _answers_per_group(session, filters, by, dialect)
+        kept = [
+            row
+            for row in report.rows
+            if answers.get(row[by] if by else "all", 0) >= filters.min_answers
+        ]
+        hidden = len({row[by] if by else "all" for row in report.rows}) - len(
+            {row[by] if by else "all" for row in kept}
+        )
+        if hidden:
+            report.notes.append(
+                f"{hidden} groups with fewer than {filters.min_answers} answers are hidden."
+            )
+        report.rows = kept
+    return report

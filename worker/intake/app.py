@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from models import Vendor, utcnow
 from worker.analytics.db import read_session
+from worker.analytics.labels import InvalidLabel, ids_with, mapping_labels, store_labels
 from worker.config import Settings, get_settings
 from worker.dashboard.app import routes as dashboard_routes
 from worker.db import session_scope
@@ -86,6 +87,9 @@ class TrackRequest(BaseModel):
     project_id: str | None = None
     created_at: datetime | None = None
     expect_webhook: bool = False
+    # Labels of every id of the group: prompt, topic, tags, country, persona or any
+    # key (worker/analytics/labels.py); a list for several tags.
+    labels: dict[str, str | list[str]] | None = None
 
 
 _TRACK_GROUPS = TypeAdapter(list[TrackRequest])
@@ -119,6 +123,11 @@ def parse_track_request(body: bytes) -> list[TrackRequest]:
         elif group.project_id:
             only = ", ".join(v for v, other in VENDORS.items() if other.needs_project)
             raise ValueError(f"[{i}].project_id: only for {only}")
+        if group.labels:
+            try:
+                mapping_labels(group.labels)
+            except InvalidLabel as exc:
+                raise ValueError(f"[{i}].labels: {exc}") from None
         if group.created_at is not None:
             # The registry's range, as `track --created-at`: it sets the deadline.
             try:
@@ -142,6 +151,14 @@ def track_groups(groups: list[TrackRequest], settings: Settings) -> dict[str, An
                 created_at=group.created_at,
                 expect_webhook=group.expect_webhook,
             )
+            if group.labels:
+                store_labels(
+                    session,
+                    group.vendor,
+                    ids_with(((f"ids[{i}]", v) for i, v in enumerate(group.ids)), {}),
+                    project_id=group.project_id or "",
+                    common=mapping_labels(group.labels),
+                )
             results.append(
                 {
                     "vendor": group.vendor.value,
