@@ -9,7 +9,8 @@ refreshes itself with a meta refresh.
 Every route but the login form and the stylesheet is behind the session check
 of `_guarded`: `routes()` wraps each page as it builds the list, so a page added
 here is refused without a session unless it is added to the public ones.
-Database work runs in Starlette's thread pool, one read session per request.
+Database work runs in Starlette's thread pool, in read sessions (`analytics.db`) that
+never hold the SQLite write lock; the visibility page runs its five reports side by side.
 """
 
 from __future__ import annotations
