@@ -1,0 +1,36 @@
+"""What every command module shares: the consoles, the exit codes, the group class."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+from rich.console import Console
+
+err = Console(stderr=True)
+out = Console()
+
+EXIT_OK = 0
+EXIT_REJECTED = 1  # track: some lines were rejected (the good ones are registered)
+EXIT_TIMEOUT = 2  # sync --until-done: ids still pending when the timeout passed
+EXIT_BLOCKED = 3  # sync --until-done: nothing can progress (key refused or missing)
+
+
+class _Commands(click.Group):
+    """Every command ends with a one-line error, never a traceback (unless
+    LOG_LEVEL=DEBUG asks for one): bad input gets a clear message."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as exc:
+            if os.environ.get("LOG_LEVEL", "").upper() == "DEBUG":
+                raise
+            first = str(exc).strip().splitlines()
+            detail = first[0][:500] if first else ""
+            raise click.ClickException(f"{type(exc).__name__}: {detail}") from None
