@@ -8,6 +8,7 @@ rows (LIMIT n + 1, to know whether there is a next page), or a capped sample.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import uuid
 from collections.abc import Sequence
@@ -97,9 +98,42 @@ def archive_lag(session: Session, now: datetime) -> dict[str, Any]:
     }
 
 
+# A brand report on a page holds at most this many brands (the most mentioned
+# under the filters); a brand filter shows any other. Rows are then at most
+# groups x MAX_BRANDS, whatever the size of the catalog.
+MAX_BRANDS = 50
+BRAND_KINDS = frozenset({"share-of-voice", "visibility", "position", "sentiment"})
+
+
 def report(session: Session, kind: str, filters: Filters, by: str | None) -> Report:
-    """`mentionsync report KIND` with these filters, the very same call."""
-    return run_report(session, kind, filters, by)
+    """`mentionsync report KIND` with these filters, the very same call; for a brand
+    report without a brand filter, narrowed to the MAX_BRANDS most mentioned brands
+    (a share keeps its denominator: every brand's mentions or every answer)."""
+    narrowed = _most_mentioned(session, kind, filters)
+    result = run_report(session, kind, narrowed or filters, by)
+    if narrowed is not None:
+        result.notes.append(
+            f"The {MAX_BRANDS} most mentioned brands; filter by brand to see any other."
+        )
+    return result
+
+
+def _most_mentioned(session: Session, kind: str, filters: Filters) -> Filters | None:
+    if kind not in BRAND_KINDS or filters.brands or filters.own_vs_competitors:
+        return None
+    view = mention_facts
+    top = list(
+        session.scalars(
+            select(view.c.brand)
+            .where(*_conditions(view, filters, brand=False))
+            .group_by(view.c.brand)
+            .order_by(func.count().desc(), view.c.brand)
+            .limit(MAX_BRANDS + 1)
+        )
+    )
+    if len(top) <= MAX_BRANDS:
+        return None
+    return dataclasses.replace(filters, brands=tuple(top[:MAX_BRANDS]))
 
 
 def choices(session: Session) -> dict[str, list[str]]:
