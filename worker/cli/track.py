@@ -13,6 +13,8 @@ from models import Vendor
 from worker.analytics.catalog_cli import label_options, labels_from
 from worker.cli._common import EXIT_REJECTED, err
 from worker.config import get_settings
+from worker.vendors.base import VendorSpec
+from worker.vendors.registry import VENDORS
 
 
 def _parse_iso(value: str | None) -> datetime | None:
@@ -97,62 +99,62 @@ def track() -> None:
     """Register ids to archive. Idempotent: known ids are left as they are."""
 
 
-@track.command("mentionsapi")
-@click.argument("ids", nargs=-1)
-@click.option(
-    "--file", "file", type=click.File("r", encoding="utf-8"), help="One id per line; - for stdin."
-)
-@click.option(
-    "--created-at", help="When the asks were created (ISO 8601); sets the 30-day deadline."
-)
-@click.option("--expect-webhook", is_flag=True, help="Wait for a webhook before polling.")
-@label_options
-def track_mentionsapi(
-    ids: tuple[str, ...],
-    file: TextIO | None,
-    created_at: str | None,
-    expect_webhook: bool,
-    **label_values: Any,
-) -> None:
-    """Track MentionsAPI ask ids. A FILE.csv has an `id` column; its other
-    columns (prompt, topic, tags, country, persona, any other) are labels."""
-    _track(
-        Vendor.MENTIONSAPI,
-        ids,
-        file,
-        created_at=_parse_iso(created_at),
-        expect_webhook=expect_webhook,
-        labels=labels_from(label_values),
+def _track_command(spec: VendorSpec) -> click.Command:
+    """`track <vendor>`, with the options the vendor's spec calls for."""
+
+    def command(
+        ids: tuple[str, ...],
+        file: TextIO | None,
+        created_at: str | None,
+        project: str = "",
+        expect_webhook: bool = False,
+        **label_values: Any,
+    ) -> None:
+        if spec.needs_project:
+            from worker.registry import InvalidId, validate_project_id
+
+            try:
+                project = validate_project_id(project)
+            except InvalidId as exc:
+                raise click.BadParameter(f"{project!r}: {exc}", param_hint="--project") from None
+        _track(
+            spec.vendor,
+            ids,
+            file,
+            project_id=project,
+            created_at=_parse_iso(created_at),
+            expect_webhook=expect_webhook,
+            labels=labels_from(label_values),
+        )
+
+    command.__doc__ = (
+        f"Track {spec.title} {spec.id_noun}"
+        + (" of one project" if spec.needs_project else "")
+        + ". A FILE.csv has an `id` column; its other columns (prompt, topic, tags,"
+        " country, persona, any other) are labels."
     )
+    decorated: Any = label_options(command)
+    if spec.sends_webhooks:
+        decorated = click.option(
+            "--expect-webhook", is_flag=True, help="Wait for a webhook before polling."
+        )(decorated)
+    decorated = click.option(
+        "--created-at",
+        help="When they were created (ISO 8601); sets the retention deadline.",
+    )(decorated)
+    decorated = click.option(
+        "--file",
+        "file",
+        type=click.File("r", encoding="utf-8"),
+        help="One id per line (or .csv/.jsonl with labels); - for stdin.",
+    )(decorated)
+    if spec.needs_project:
+        decorated = click.option(
+            "--project", "project", required=True, help=f"{spec.title} {spec.project_help}"
+        )(decorated)
+    decorated = click.argument("ids", nargs=-1)(decorated)
+    return click.command(spec.vendor.value)(decorated)
 
 
-@track.command("mentionlab")
-@click.argument("ids", nargs=-1)
-@click.option("--project", "project", required=True, help="MentionLab project id (x-project-id).")
-@click.option(
-    "--file", "file", type=click.File("r", encoding="utf-8"), help="One id per line; - for stdin."
-)
-@click.option("--created-at", help="When the runs were created (ISO 8601); sets the deadline.")
-@label_options
-def track_mentionlab(
-    ids: tuple[str, ...],
-    project: str,
-    file: TextIO | None,
-    created_at: str | None,
-    **label_values: Any,
-) -> None:
-    """Track MentionLab job execution ids (UUIDs) of one project (labels as for mentionsapi)."""
-    from worker.registry import InvalidId, validate_project_id
-
-    try:
-        project = validate_project_id(project)
-    except InvalidId as exc:
-        raise click.BadParameter(f"{project!r}: {exc}", param_hint="--project") from None
-    _track(
-        Vendor.MENTIONLAB,
-        ids,
-        file,
-        project_id=project,
-        created_at=_parse_iso(created_at),
-        labels=labels_from(label_values),
-    )
+for _spec in VENDORS.values():
+    track.add_command(_track_command(_spec))

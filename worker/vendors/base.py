@@ -65,6 +65,9 @@ class VendorSpec(ABC):
     archive_key_name: ClassVar[str]
     # An id nobody has: `doctor` requests it to prove host and key work.
     probe_id: ClassVar[str]
+    # What its ids are called, for people ("ask ids"); and its project, if any.
+    id_noun: ClassVar[str]
+    project_help: ClassVar[str] = ""
 
     def __repr__(self) -> str:
         return f"<vendor {self.vendor.value}>"

@@ -50,6 +50,8 @@ class MentionLab(VendorSpec):
     archive_table = JobExecution
     archive_key_name = "job_execution_id"
     probe_id = NOBODYS_UUID
+    id_noun = "job execution ids (UUIDs)"
+    project_help = "project id (x-project-id)."
 
     def url(self, settings: Settings, target: Target) -> str:
         base = settings.mentionlab_base_url.rstrip("/")

@@ -38,6 +38,7 @@ class MentionsAPI(VendorSpec):
     archive_table = Ask
     archive_key_name = "ask_id"
     probe_id = "ask_mentionsync_doctor_probe"
+    id_noun = "ask ids"
 
     def url(self, settings: Settings, target: Target) -> str:
         base = settings.mentionsapi_base_url.rstrip("/")
