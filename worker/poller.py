@@ -280,17 +280,8 @@ def fetch_all(
             target = Target(view.vendor, view.external_id, view.project_id)
             outcome = client.fetch(target, utcnow(), max_wait=deadline - time.monotonic())
         except Exception as exc:
-            log.exception(
-                "unexpected error fetching %s %s",
-                view.vendor,
-                view.external_id,
-                extra={"vendor": view.vendor.value},
-            )
-            outcome = Outcome(
-                Action.RETRY,
-                None,
-                reason=f"internal error: {type(exc).__name__}: {short_error(exc)}",
-            )
+            reason = _internal_error("unexpected error fetching", view, exc)
+            outcome = Outcome(Action.RETRY, None, reason=f"internal error: {reason}")
         if outcome.action is Action.PAUSE_ACCOUNT:
             stop.append(outcome)
         return outcome
@@ -355,17 +346,8 @@ def _store(
         try:
             values = plan(view, outcome, now=now, settings=settings, rng=_rng)
         except Exception as exc:  # a value no rule foresaw: this id retries, the rest go on
-            log.exception(
-                "cannot plan the next poll of %s %s",
-                view.vendor,
-                view.external_id,
-                extra={"vendor": view.vendor.value},
-            )
-            outcome = Outcome(
-                Action.RETRY,
-                outcome.http_status,
-                reason=f"internal error: {type(exc).__name__}: {short_error(exc)}",
-            )
+            reason = _internal_error("cannot plan the next poll of", view, exc)
+            outcome = Outcome(Action.RETRY, outcome.http_status, reason=f"internal error: {reason}")
             values = plan(view, outcome, now=now, settings=settings, rng=_rng)
         planned.append((view, outcome, values))
 
@@ -405,13 +387,9 @@ def _apply_one_by_one(
                 raise
             reason = f"invalid payload: the database refused the rows: {short_error(exc)}"
         except Exception as exc:
-            log.exception(
-                "cannot store %s %s",
-                view.vendor,
-                view.external_id,
-                extra={"vendor": view.vendor.value},
+            reason = (
+                f"invalid payload: cannot be stored: {_internal_error('cannot store', view, exc)}"
             )
-            reason = f"invalid payload: cannot be stored: {type(exc).__name__}: {short_error(exc)}"
         log.error(
             "quarantined %s %s: %s",
             view.vendor,
@@ -477,6 +455,15 @@ def release_claim(claim: Claim, settings: Settings, *, delay: float | None = Non
         account = current_account(session, claim.vendor, settings)
         due_at = released_until(now, settings, account, delay)
         release(session, claim.token, claim.ids, due_at=due_at)
+
+
+def _internal_error(what: str, view: TrackedView, exc: Exception) -> str:
+    """Log an exception no rule foresaw, with its traceback, against one id; the
+    reason to record for that id."""
+    log.exception(
+        "%s %s %s", what, view.vendor, view.external_id, extra={"vendor": view.vendor.value}
+    )
+    return f"{type(exc).__name__}: {short_error(exc)}"
 
 
 def _raw_json(outcome: Outcome) -> bytes:
