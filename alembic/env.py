@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import pool, text
 
 from models import metadata
-from worker.config import get_settings
+from worker.config import load_settings
 from worker.db import make_engine
 
 config = context.config
@@ -15,7 +15,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 
 def _url() -> str:
-    return config.attributes.get("database_url") or get_settings().database_url
+    return config.attributes.get("database_url") or load_settings().database_url
 
 
 def run_migrations_offline() -> None:

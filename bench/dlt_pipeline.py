@@ -24,7 +24,7 @@ import httpx
 from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, Numeric, Table
 from sqlalchemy.types import TypeDecorator
 
-from bench.naive import fetch_answer
+from bench.naive import Item, fetch_answer, items
 from bench.writepath import TABLES
 
 DATASET = "dlt_bench"
@@ -84,6 +84,15 @@ def archive(
     executions: Sequence[tuple[str, str]],
 ) -> float:
     """Run the pipeline over every id; return the seconds it took, end to end."""
+    return archive_items(database_url, base_url, items(asks, executions))[0]
+
+
+def archive_items(
+    database_url: str, base_url: str, todo: Sequence[Item], *, deadline: float | None = None
+) -> tuple[float, int]:
+    """Run the pipeline over the items; with a `deadline` (time.monotonic()), the id
+    resource stops handing out ids at it, and what was handed out is fetched,
+    normalized and loaded. (Seconds end to end, ids handed out.)"""
     import dlt
     from sqlalchemy import make_url
 
@@ -93,12 +102,16 @@ def archive(
     configure(workdir)
     client = httpx.Client(timeout=30.0, limits=httpx.Limits(max_connections=FETCH_WORKERS * 2))
 
+    handed_out = 0
+
     @dlt.resource(selected=False)
-    def ids() -> Iterator[tuple[str, str, str]]:
-        for ask_id in asks:
-            yield ("mentionsapi", "", ask_id)
-        for project_id, execution_id in executions:
-            yield ("mentionlab", project_id, execution_id)
+    def ids() -> Iterator[Item]:
+        nonlocal handed_out
+        for item in todo:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            handed_out += 1
+            yield item
 
     @dlt.transformer(data_from=ids, parallelized=True, selected=False)
     def answers(item: tuple[str, str, str]) -> Any:
@@ -140,4 +153,4 @@ def archive(
         pipeline.run(archive_source(), loader_file_format="csv")
     finally:
         client.close()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, handed_out

@@ -183,11 +183,10 @@ def in_process_product(database_url: str, **overrides: str) -> Iterator[None]:
 
     For scenarios that call product functions directly (no Celery): the bench API
     keys are set so no vendor is gated, and the rate budgets are set far above any
-    real plan so `lease_capacity` is MAX_IN_FLIGHT, not the budget. Everything is
-    restored (and the cached engine and resources dropped) on exit.
+    real plan so the claim's capacity (`scheduling.in_flight_capacity`) is
+    MAX_IN_FLIGHT, not the budget. Everything is restored (and the process's
+    runtime, with its engine, dropped) on exit.
     """
-    from worker.config import get_settings
-    from worker.db import reset_engine
     from worker.resources import close_process_runtime
 
     env = {
@@ -204,8 +203,6 @@ def in_process_product(database_url: str, **overrides: str) -> Iterator[None]:
 
     def reset() -> None:
         close_process_runtime()
-        reset_engine()
-        get_settings.cache_clear()
 
     os.environ.update(env)
     reset()
@@ -275,6 +272,10 @@ class SimulatorProcess:
     rate_limit: float | None = None
     max_pending_polls: int = 2
     latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    # Per vendor (requests/s per key, and bursts), over rate_limit for that vendor.
+    rate_limits: dict[str, float] = field(default_factory=dict)
+    rate_bursts: dict[str, float] = field(default_factory=dict)
     # Dates in the answers derive from it: fixed, so every run serves identical bodies.
     anchor: str = "2026-11-23T12:00:00+00:00"
     extra_args: list[str] = field(default_factory=list)
@@ -308,6 +309,12 @@ class SimulatorProcess:
         ]
         if self.rate_limit is not None:
             args += ["--rate-limit", str(self.rate_limit)]
+        if self.latency_jitter_ms:
+            args += ["--latency-jitter-ms", str(self.latency_jitter_ms)]
+        for vendor, rate in sorted(self.rate_limits.items()):
+            args += [f"--rate-limit-{vendor}", str(rate)]
+        for vendor, burst in sorted(self.rate_bursts.items()):
+            args += [f"--rate-burst-{vendor}", str(burst)]
         self._log = (self.workdir / "simulator.log").open("wb")
         self.proc = subprocess.Popen(
             args,
@@ -350,9 +357,10 @@ class SimulatorProcess:
         self.stop()
 
 
-def worker_env(database_url: str, base_url: str, **overrides: str) -> dict[str, str]:
-    """The settings every worker and beat process of a run gets (fast ticks, bench keys)."""
-    env = {
+def user_env(database_url: str, base_url: str) -> dict[str, str]:
+    """What a new user sets: where the database and Redis are, the API keys and
+    (here, to reach the simulator) the base URLs. Nothing else: the defaults."""
+    return {
         "DATABASE_URL": database_url,
         "CELERY_BROKER_URL": REDIS_URL,
         "REDIS_URL": REDIS_URL,
@@ -360,6 +368,13 @@ def worker_env(database_url: str, base_url: str, **overrides: str) -> dict[str, 
         "MENTIONLAB_API_KEY": MENTIONLAB_KEY,
         "MENTIONSAPI_BASE_URL": base_url,
         "MENTIONLAB_BASE_URL": base_url,
+    }
+
+
+def worker_env(database_url: str, base_url: str, **overrides: str) -> dict[str, str]:
+    """The settings every worker and beat process of a run gets (fast ticks, bench keys)."""
+    env = {
+        **user_env(database_url, base_url),
         "POLL_TICK_SECONDS": "0.5",
         "POLL_INTERVAL_SECONDS": "1",
         "POLL_MAX_INTERVAL_SECONDS": "5",

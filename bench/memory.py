@@ -2,8 +2,9 @@
 
 `celery worker --concurrency=2` plus beat archive IDS asks + IDS executions, with
 pool recycling switched off (`--max-tasks-per-child` far above the run's task
-count) so a leak cannot hide behind process replacement. Every ~0.1 s the RSS of
-each pool process is read with psutil. Figures:
+count) so a leak cannot hide behind process replacement. Every ~0.1 s from the
+first request on (not while the processes idle before it), the RSS of each pool
+process is read with psutil. Figures:
 
 - the largest RSS of any pool process (target < 250 MB);
 - growth: the mean of the largest pool RSS over the last 10 % of samples against

@@ -57,6 +57,31 @@ def fetch_answer(
     return spec.normalize(parse_json(response.content), target=target, fetched_at=datetime.now(UTC))
 
 
+# (vendor, project_id, external_id): one id to fetch, in the order to fetch it.
+Item = tuple[str, str, str]
+
+
+def items(asks: Sequence[str], executions: Sequence[tuple[str, str]]) -> list[Item]:
+    """Every ask, then every execution (the throughput scenario's order)."""
+    return [("mentionsapi", "", a) for a in asks] + [("mentionlab", p, e) for p, e in executions]
+
+
+def interleaved(asks: Sequence[str], executions: Sequence[tuple[str, str]]) -> list[Item]:
+    """Both vendors' ids mixed in proportion (vendor pace: a deadline may stop the
+    loop anywhere, and both vendors should have been fetched by then)."""
+    out: list[Item] = []
+    a = e = 0
+    while a < len(asks) or e < len(executions):
+        # Keep e / a at executions / asks: the vendor behind its share goes next.
+        if e < len(executions) and (a >= len(asks) or e * len(asks) <= a * len(executions)):
+            out.append(("mentionlab", *executions[e]))
+            e += 1
+        else:
+            out.append(("mentionsapi", "", asks[a]))
+            a += 1
+    return out
+
+
 def archive(
     database_url: str,
     base_url: str,
@@ -64,6 +89,14 @@ def archive(
     executions: Sequence[tuple[str, str]],
 ) -> float:
     """Fetch and store every id, one after the other; return the seconds it took."""
+    return archive_items(database_url, base_url, items(asks, executions))[0]
+
+
+def archive_items(
+    database_url: str, base_url: str, todo: Sequence[Item], *, deadline: float | None = None
+) -> tuple[float, int]:
+    """Fetch and store the items in order until done or until `deadline`
+    (time.monotonic()); (seconds it took, ids archived)."""
     models = _models_by_table()
     engine = create_engine(database_url)
     client = httpx.Client(timeout=30.0)
@@ -75,15 +108,16 @@ def archive(
                 session.merge(models[table](**row))
         session.commit()
 
+    done = 0
     started = time.perf_counter()
     try:
         with Session(engine) as session:
-            for ask_id in asks:
-                store(session, fetch_answer(client, base_url, "mentionsapi", "", ask_id))
-            for project_id, execution_id in executions:
-                answer = fetch_answer(client, base_url, "mentionlab", project_id, execution_id)
-                store(session, answer)
-        return time.perf_counter() - started
+            for vendor, project_id, external_id in todo:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                store(session, fetch_answer(client, base_url, vendor, project_id, external_id))
+                done += 1
+        return time.perf_counter() - started, done
     finally:
         client.close()
         engine.dispose()

@@ -334,9 +334,10 @@ def median_seconds(repeats: int, fn: Callable[[], T]) -> tuple[float, T]:
 
 def count_view(view: str) -> int:
     from worker.analytics.db import read_session
+    from worker.resources import process_runtime
 
     sql = f"SELECT count(*) FROM {view}"  # noqa: S608 (one of VIEWS)
-    with read_session() as session:
+    with read_session(process_runtime().db) as session:
         return int(session.execute(text(sql)).scalar_one())
 
 
@@ -344,8 +345,9 @@ def run_one_report(kind: str) -> int:
     """One report as `mentionsync report KIND --by week` computes it; its row count."""
     from worker.analytics.db import read_session
     from worker.analytics.reports import Filters, run_report
+    from worker.resources import process_runtime
 
-    with read_session() as session:
+    with read_session(process_runtime().db) as session:
         return len(run_report(session, kind, Filters(), BY).rows)
 
 

@@ -9,7 +9,7 @@ next_poll_at <= now, split evenly between the vendors:
   99 % final).
 
 One tick is what beat's `dispatch_due` does before it sends anything:
-`claim_batches(session, runtime, now=...)` inside `worker.db.session_scope()`,
+`claim_batches(session, runtime, now=...)` inside `runtime.db.session()`,
 commit included. The rate budgets are set far above any plan, so each vendor
 claims MAX_IN_FLIGHT (default 2,000) ids in batches of BATCH_SIZE (100) per tick.
 Between ticks the claimed ids are handed back and the table vacuumed (outside the
@@ -126,13 +126,12 @@ def reset(conn: Connection, now: datetime) -> None:
 
 def tick(now: datetime) -> tuple[float, int, int]:
     """One scheduler tick as `dispatch_due` runs it; (seconds, ids claimed, batches)."""
-    from worker.db import session_scope
     from worker.poller import claim_batches
     from worker.resources import process_runtime
 
     runtime = process_runtime()  # built once, outside the timed tick
     started = time.perf_counter()
-    with session_scope() as session:
+    with runtime.db.session() as session:
         claims, waiting = claim_batches(session, runtime, now=now)
     seconds = time.perf_counter() - started
     if waiting:
@@ -143,9 +142,9 @@ def tick(now: datetime) -> tuple[float, int, int]:
 @contextmanager
 def captured_statements() -> Iterator[list[tuple[str, Any]]]:
     """The SQL and parameters the product sends while the block runs."""
-    from worker.db import get_engine
+    from worker.resources import process_runtime
 
-    engine = get_engine()
+    engine = process_runtime().db.engine
     seen: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:

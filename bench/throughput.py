@@ -12,6 +12,9 @@ first fetch (max_pending_polls=0), so nothing but the archiver limits the rate.
 - dlt: a dlt pipeline (`bench/dlt_pipeline.py`) fetching the same ids through a
   parallelized transformer and loading the same tables with
   write_disposition="merge".
+- `mentionsync sync --until-done` (issue 13: the no-Celery path for backfills),
+  on the dlt baseline's ids, the same clock as the Celery rows (first request to
+  no active id); targets at least 5x the naive loop and 2x dlt.
 
 The baselines are slower, so they run on the first NAIVE_IDS / DLT_IDS of each
 vendor's ids (rates are compared, not durations). Every run must leave rows
@@ -22,6 +25,8 @@ without trailing zeros.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +38,8 @@ from bench.harness import (
     CeleryCluster,
     Result,
     SimulatorProcess,
+    _child_env,
+    _stop,
     console,
     count_by_state,
     final_ask_ids,
@@ -50,6 +57,8 @@ SEED = 21
 WORKER_COUNTS = (1, 2, 4)
 NAIVE_TARGET = 10.0  # x the naive loop's ids/s
 DLT_TARGET = 2.0  # x dlt's ids/s
+SYNC_NAIVE_TARGET = 5.0  # `sync --until-done`: x the naive loop's ids/s
+SYNC_DLT_TARGET = 2.0  # and x dlt's
 ACTIVE_COUNT = "SELECT count(*) FROM tracked_ids WHERE state IN ('tracked', 'polling')"
 # Archive tables and their primary keys; the first key column is the vendor's id.
 TABLES: dict[str, tuple[str, ...]] = {
@@ -145,6 +154,49 @@ def total_rows(prints: dict[str, tuple[int, str]]) -> int:
 # --- mentionsync ------------------------------------------------------------------
 
 
+# An Enterprise-sized key for every mentionsync row: the simulator does not limit here.
+UNLIMITED = {
+    "MENTIONSAPI_RATE_LIMIT": "100000",
+    "MENTIONSAPI_RATE_BURST": "100000",
+    "MENTIONLAB_RATE_LIMIT": "100000",
+    "MENTIONLAB_RATE_BURST": "100000",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+def time_to_final(
+    sim: SimulatorProcess,
+    database_url: str,
+    check: Callable[[], None],
+    what: str,
+    sample: Callable[[], None] | None = None,
+) -> tuple[float, int]:
+    """(Seconds from the first request the simulator sees until no id is active,
+    requests served); `check` runs at every look (raise to give up), `sample`
+    at every look from the first request on."""
+    engine = create_engine(database_url)
+    try:
+
+        def started() -> bool:
+            check()
+            return int(sim.stats()["requests"]) > 0
+
+        wait_until(started, 90, f"{what}'s first request", interval=0.02)
+        first = time.monotonic()
+
+        def done() -> bool:
+            check()
+            if sample is not None:
+                sample()
+            with engine.connect() as conn:
+                return int(conn.execute(text(ACTIVE_COUNT)).scalar_one()) == 0
+
+        wait_until(done, 1800, "every id final", interval=0.1)
+        return time.monotonic() - first, int(sim.stats()["requests"])
+    finally:
+        engine.dispose()
+
+
 def celery_archive(
     database_url: str,
     workdir: Path,
@@ -157,46 +209,49 @@ def celery_archive(
 ) -> tuple[float, int]:
     """Archive every tracked id with one `celery worker --concurrency=processes` and
     beat; (seconds from the first request to no active id, requests served)."""
-    engine = create_engine(database_url)
-    try:
-        with SimulatorProcess(
-            workdir, seed=SEED, max_pending_polls=0, latency_ms=latency_ms
-        ) as sim:
-            settings = worker_env(
+    with SimulatorProcess(workdir, seed=SEED, max_pending_polls=0, latency_ms=latency_ms) as sim:
+        settings = worker_env(database_url, sim.base_url, **UNLIMITED, **(env or {}))
+        with CeleryCluster(
+            workdir, settings, workers=1, concurrency=processes, worker_args=[*worker_args]
+        ) as celery:
+            # Sampled while archiving: from the first request, not while idle.
+            return time_to_final(
+                sim,
                 database_url,
-                sim.base_url,
-                # An Enterprise-sized key: the simulator does not limit here.
-                MENTIONSAPI_RATE_LIMIT="100000",
-                MENTIONSAPI_RATE_BURST="100000",
-                MENTIONLAB_RATE_LIMIT="100000",
-                MENTIONLAB_RATE_BURST="100000",
-                LOG_LEVEL="WARNING",
-                **(env or {}),
+                celery.check_alive,
+                "the workers",
+                sample=None if sample is None else lambda: sample(celery),
             )
-            with CeleryCluster(
-                workdir, settings, workers=1, concurrency=processes, worker_args=[*worker_args]
-            ) as celery:
 
-                def started() -> bool:
-                    celery.check_alive()
-                    return int(sim.stats()["requests"]) > 0
 
-                wait_until(started, 90, "the workers' first request", interval=0.02)
-                first = time.monotonic()
+def sync_archive(database_url: str, workdir: Path) -> tuple[float, int]:
+    """Archive every tracked id with `mentionsync sync --until-done` (no Celery), with
+    the Celery rows' settings; (seconds from the first request to no active id,
+    requests served)."""
+    with SimulatorProcess(workdir, seed=SEED, max_pending_polls=0) as sim:
+        settings = worker_env(database_url, sim.base_url, **UNLIMITED)
+        with (workdir / "sync.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "sync", "--until-done"],
+                env=_child_env(settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                start_new_session=True,
+            )
+            try:
 
-                def done() -> bool:
-                    celery.check_alive()
-                    if sample is not None:
-                        sample(celery)
-                    with engine.connect() as conn:
-                        return int(conn.execute(text(ACTIVE_COUNT)).scalar_one()) == 0
+                def check() -> None:
+                    code = proc.poll()
+                    if code is not None and code != 0:
+                        raise RuntimeError(f"sync exited with {code}; see {workdir}/sync.log")
 
-                wait_until(done, 1800, "every id final", interval=0.1)
-                seconds = time.monotonic() - first
-                requests = int(sim.stats()["requests"])
-    finally:
-        engine.dispose()
-    return seconds, requests
+                measured = time_to_final(sim, database_url, check, "sync")
+                proc.wait(120)
+                check()
+            finally:
+                _stop(proc)
+    return measured
 
 
 def check_all_final(database_url: str, expected: int, workdir: Path) -> None:
@@ -228,6 +283,25 @@ def run_mentionsync(
             run.fingerprint = fingerprint(conn, "public")
             for n in {plan.naive_ids, plan.dlt_ids}:
                 run.subsets[n] = fingerprint(conn, "public", _subset(asks, executions, n))
+    finally:
+        engine.dispose()
+    run.rows = total_rows(run.fingerprint)
+    run.notes = f"{requests:,} requests for {run.ids:,} ids; logs {workdir}"
+    return run
+
+
+def run_sync(asks: list[str], executions: list[tuple[str, str]]) -> Run:
+    workdir = run_dir("throughput-sync")
+    run = Run("sync --until-done", 0)
+    database_url = fresh_database()
+    flush_redis()
+    run.ids = register_all(database_url, asks, executions)
+    run.seconds, requests = sync_archive(database_url, workdir)
+    check_all_final(database_url, run.ids, workdir)
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            run.fingerprint = fingerprint(conn, "public")
     finally:
         engine.dispose()
     run.rows = total_rows(run.fingerprint)
@@ -299,6 +373,20 @@ def run(smoke: bool = False) -> list[Result]:
     ]
     best = max(runs, key=lambda r: r.ids_per_second)
 
+    console.print(
+        f"[dim]throughput: sync --until-done, {plan.dlt_ids:,} asks + "
+        f"{plan.dlt_ids:,} executions (the dlt baseline's ids) ...[/]"
+    )
+    sync = run_sync(asks[: plan.dlt_ids], executions[: plan.dlt_ids])
+    console.print(
+        f"[dim]  {sync.ids:,} ids in {sync.seconds:.1f}s: {sync.ids_per_second:,.0f} ids/s, "
+        f"{sync.rows_per_second:,.0f} rows/s ({sync.notes})[/]"
+    )
+    mismatches += [
+        f"{sync.label}: {line}"
+        for line in differences(sync.fingerprint, best.subsets[plan.dlt_ids])
+    ]
+
     baselines = []
     for label, archive, schema, n in (
         ("naive loop", naive.archive, "public", plan.naive_ids),
@@ -343,6 +431,25 @@ def run(smoke: bool = False) -> list[Result]:
             )
         )
     results += [
+        Result(
+            "throughput",
+            f"sync --until-done ({sync.ids:,} ids): ids/s",
+            sync.ids_per_second,
+            "ids/s",
+            target=SYNC_NAIVE_TARGET * naive_run.ids_per_second,
+            baseline=naive_run.ids_per_second,
+            baseline_label="naive",
+            note=f"({sync.rows_per_second:,.0f} rows/s)",
+        ),
+        Result(
+            "throughput",
+            "sync --until-done vs dlt (same ids)",
+            sync.ids_per_second,
+            "ids/s",
+            target=SYNC_DLT_TARGET * dlt_run.ids_per_second,
+            baseline=dlt_run.ids_per_second,
+            baseline_label="dlt",
+        ),
         Result(
             "throughput",
             f"best mentionsync ({best.label.split(', ')[1]}) vs dlt",

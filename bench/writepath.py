@@ -6,7 +6,7 @@ normalizers, outside any timing. Then, into empty archive tables:
 
 - the product's write: `upsert_answers(session, batch)` for batches of
   BATCH_SIZE answers of one vendor, sorted by key as `apply_outcomes` sorts
-  them, one `session_scope()` transaction per batch, as a worker does;
+  them, one `db.session()` transaction per batch, as a worker does;
 - the physical limit: one `COPY ... FROM STDIN` per table (parents first, then
   children) of exactly the same rows, in one transaction, through psycopg's
   `cursor.copy` with its default adaptation (JSON documents through `Jsonb`).
@@ -148,13 +148,13 @@ def prepare(conn: Connection) -> None:
 
 def write_upsert(answer_batches: Sequence[Sequence[Normalized]]) -> tuple[float, int]:
     """The product's write, one transaction per batch; (seconds, rows written)."""
-    from worker.db import session_scope
+    from worker.resources import process_runtime
     from worker.store import upsert_answers
 
     written = 0
     started = time.perf_counter()
     for batch in answer_batches:
-        with session_scope() as session:
+        with process_runtime().db.session() as session:
             written += upsert_answers(session, batch)
     return time.perf_counter() - started, written
 
@@ -167,12 +167,30 @@ def json_columns(name: str) -> frozenset[str]:
     return frozenset(c.name for c in metadata.tables[name].columns if isinstance(c.type, JSON))
 
 
-def write_copy(database_url: str, rows: dict[str, list[dict[str, Any]]]) -> tuple[float, int]:
-    """COPY every table's rows in one transaction; (seconds, rows written)."""
+def copy_tables(cur: Any, rows: dict[str, list[dict[str, Any]]], schema: str = "public") -> int:
+    """COPY each table's rows (parents first) on a psycopg cursor; rows written."""
     from models import metadata
 
-    engine = create_engine(database_url)
     written = 0
+    for name in TABLES:
+        columns = [c.name for c in metadata.tables[name].columns]
+        as_json = [c in json_columns(name) for c in columns]
+        sql = f"COPY {schema}.{name} ({', '.join(columns)}) FROM STDIN"
+        with cur.copy(sql) as copy:
+            for row in rows[name]:
+                copy.write_row(
+                    [
+                        Jsonb(row[c]) if j and row.get(c) is not None else row.get(c)
+                        for c, j in zip(columns, as_json, strict=True)
+                    ]
+                )
+        written += len(rows[name])
+    return written
+
+
+def write_copy(database_url: str, rows: dict[str, list[dict[str, Any]]]) -> tuple[float, int]:
+    """COPY every table's rows in one transaction; (seconds, rows written)."""
+    engine = create_engine(database_url)
     try:
         raw = engine.raw_connection()
         try:
@@ -180,19 +198,7 @@ def write_copy(database_url: str, rows: dict[str, list[dict[str, Any]]]) -> tupl
             assert conn is not None
             started = time.perf_counter()
             with conn.cursor() as cur:
-                for name in TABLES:
-                    columns = [c.name for c in metadata.tables[name].columns]
-                    as_json = [c in json_columns(name) for c in columns]
-                    sql = f"COPY {name} ({', '.join(columns)}) FROM STDIN"
-                    with cur.copy(sql) as copy:
-                        for row in rows[name]:
-                            copy.write_row(
-                                [
-                                    Jsonb(row[c]) if j and row.get(c) is not None else row.get(c)
-                                    for c, j in zip(columns, as_json, strict=True)
-                                ]
-                            )
-                    written += len(rows[name])
+                written = copy_tables(cur, rows)
             conn.commit()
             seconds = time.perf_counter() - started
         finally:
@@ -231,12 +237,12 @@ def generate(plan: Plan, batch_size: int) -> list[list[Normalized]]:
 
 
 def measure(plan: Plan) -> tuple[Timing, Timing]:
-    from worker.config import get_settings
+    from worker.config import load_settings
 
     database_url = fresh_database()
     upsert, copy = Timing("upsert_answers"), Timing("COPY")
     with autocommit(database_url) as conn, in_process_product(database_url):
-        upsert.batch_size = get_settings().batch_size
+        upsert.batch_size = load_settings().batch_size
         answer_batches = generate(plan, upsert.batch_size)
         rows = rows_by_table([a for batch in answer_batches for a in batch])
         for _ in range(plan.rounds):

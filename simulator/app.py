@@ -1,5 +1,12 @@
 """Starlette app simulating MentionsAPI and MentionLab, with rate limits and fault injection.
 
+Latency is ``latency_ms``, optionally jittered per request (``latency_jitter_ms``: uniform
+in latency +- jitter, never below 0), slept asynchronously so hundreds of requests wait at
+once. Rate limits are token buckets per API key: ``rate_limit`` for both vendors, or one
+per vendor (``rate_limits``, ``rate_bursts``; ``--rate-limit-mentionsapi`` ...), each
+announced in that vendor's headers (X-RateLimit-Limit is the burst; MentionLab adds
+X-RateLimit-Reset; 429s carry Retry-After). ``/_sim/stats`` counts answers ``by_vendor``.
+
 State (poll counters, rate-limit buckets, stats) lives in memory, per app instance. All of it
 is mutated from the event-loop thread with no ``await`` in between reads and writes, so no
 locks are needed.
@@ -79,6 +86,10 @@ _DEFAULT_LIMIT = 1000
 _MALFORMED_KINDS = ("truncated", "wrong_type", "html")
 _POISON_RETRY_AFTER = "1e12"
 _FINAL_POISONS = BODY_POISONS | {"gzip2", "drip"}  # kinds that change the final answer
+# MentionsAPI's documented plans (api-notes): sustained requests/s -> burst. Its
+# X-RateLimit-Limit is the burst, so a per-vendor MentionsAPI limit at a plan's rate
+# announces that plan's burst (500/s: 1000), as the real API would.
+MENTIONSAPI_PLAN_BURSTS: dict[float, float] = {1: 5, 5: 10, 20: 40, 60: 120, 500: 1000}
 
 
 @dataclass
@@ -87,8 +98,17 @@ class SimConfig:
 
     seed: int = 0
     latency_ms: float = 0.0
+    # Each request waits a time drawn uniformly from [latency - jitter, latency + jitter]
+    # ms (never below 0), asynchronously, so any number of requests wait at once.
+    latency_jitter_ms: float = 0.0
     error_rate: float = 0.0
     rate_limit: float | None = None  # requests/second per API key; burst = max(1, rate_limit)
+    # Per vendor, overriding rate_limit for that vendor's keys: requests/second per key.
+    # Its burst is rate_bursts[vendor] when given; otherwise, for MentionsAPI at one of
+    # its documented plans' rates, that plan's burst (MENTIONSAPI_PLAN_BURSTS); else
+    # max(1, rate). X-RateLimit-Limit announces the burst.
+    rate_limits: Mapping[str, float] = field(default_factory=dict)
+    rate_bursts: Mapping[str, float] = field(default_factory=dict)
     max_pending_polls: int = 2
     anchor: datetime | None = None
     reset_rate: float = 0.0
@@ -120,6 +140,34 @@ class ORJSONResponse(Response):
 
 class ConnectionDropped(ConnectionResetError):
     """A simulated reset, raised when the server socket is out of reach (e.g. TestClient)."""
+
+
+@dataclass(frozen=True)
+class VendorLimit:
+    """One vendor's limit per API key: None rate means unlimited."""
+
+    rate: float | None
+    burst: float
+
+    @property
+    def header(self) -> str:
+        return str(max(1, math.floor(self.burst)))
+
+
+def vendor_limit(config: SimConfig, vendor: str) -> VendorLimit:
+    """The limit the simulator applies to each of `vendor`'s keys (see SimConfig)."""
+    if vendor in config.rate_limits:
+        rate: float | None = float(config.rate_limits[vendor])
+    else:
+        rate = config.rate_limit
+    if rate is None:
+        return VendorLimit(None, float(_DEFAULT_LIMIT))
+    if rate <= 0:
+        raise ValueError(f"{vendor}: a rate limit must be > 0, got {rate}")
+    burst = config.rate_bursts.get(vendor)
+    if burst is None and vendor == MENTIONSAPI and vendor in config.rate_limits:
+        burst = MENTIONSAPI_PLAN_BURSTS.get(rate)
+    return VendorLimit(rate, max(1.0, float(burst if burst is not None else rate)))
 
 
 class _Bucket:
@@ -154,11 +202,11 @@ class _Simulator:
         self._bombs: dict[tuple[str, str], bytes] = {}
         # One fault RNG per app: reproducible fault sequences for a given request order.
         self.rng = random.Random(config.seed)
+        # Latency jitter draws from its own RNG, so it leaves fault sequences unchanged.
+        self.latency_rng = random.Random(f"{config.seed}:latency")
         self.started = time.monotonic()
         self._pad: bytes | None = None
-        rate = config.rate_limit
-        self.burst = max(1.0, rate) if rate is not None else float(_DEFAULT_LIMIT)
-        self.limit_header = str(max(1, math.floor(self.burst)))
+        self.limits = {vendor: vendor_limit(config, vendor) for vendor in VENDORS}
         self.reset()
 
     # ---------------------------------------------------------------- state
@@ -167,9 +215,14 @@ class _Simulator:
         """Forget poll progress, buckets and statistics."""
         self.polls: dict[tuple[str, str, str], int] = {}
         self.final_served: set[tuple[str, str, str]] = set()
-        self.buckets: dict[str, _Bucket] = {}
+        self.buckets: dict[tuple[str, str], _Bucket] = {}
         self.requests = 0
         self.by_status: dict[int, int] = {}
+        # Answers by vendor and status, counted when sent: rates per vendor over time.
+        self.vendor_status: dict[str, dict[int, int]] = {v: {} for v in VENDORS}
+        self.vendor_rate_limited = dict.fromkeys(VENDORS, 0)
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.polls_after_final = 0
         self.after_final_by_status: dict[int, int] = {}
         self.rate_limited = 0
@@ -201,6 +254,21 @@ class _Simulator:
             "poison": dict(self.poison_served),
             "tracked_ids": len(self.polls),
             "per_key": {self.key_labels[k]: dict(v) for k, v in self.per_key.items()},
+            # Per vendor: answers sent by status, 429s among them, and its limit.
+            "by_vendor": {
+                vendor: {
+                    "answered": sum(counts.values()),
+                    "by_status": {str(k): v for k, v in sorted(counts.items())},
+                    "rate_limited": self.vendor_rate_limited[vendor],
+                    "rate_limit": self.limits[vendor].rate,
+                    "burst": self.limits[vendor].burst,
+                }
+                for vendor, counts in self.vendor_status.items()
+            },
+            # Vendor requests being handled now (latency included), and the most at once.
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "monotonic": time.monotonic(),
         }
 
     # ---------------------------------------------------------------- vendor routes
@@ -209,7 +277,11 @@ class _Simulator:
         """``GET /v1/ask/{id}`` (MentionsAPI)."""
         id = request.path_params.get("id", "")
         self._log_request(MENTIONSAPI, id)
-        response = await self._ask(request, id)
+        self._enter()
+        try:
+            response = await self._ask(request, id)
+        finally:
+            self.in_flight -= 1
         self._log_status(MENTIONSAPI, id, response.status_code)
         return response
 
@@ -234,7 +306,11 @@ class _Simulator:
         """``GET /api/v1/job-executions/{id}`` (MentionLab)."""
         id = request.path_params["id"]
         self._log_request(MENTIONLAB, id)
-        response = await self._job_execution(request, id)
+        self._enter()
+        try:
+            response = await self._job_execution(request, id)
+        finally:
+            self.in_flight -= 1
         self._log_status(MENTIONLAB, id, response.status_code)
         return response
 
@@ -337,6 +413,12 @@ class _Simulator:
             self.dataset.canonical_id(vendor, id), {}
         )
         by_status[status] = by_status.get(status, 0) + 1
+        counts = self.vendor_status[vendor]
+        counts[status] = counts.get(status, 0) + 1
+
+    def _enter(self) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     # ---------------------------------------------------------------- gate: limits and faults
 
@@ -355,8 +437,9 @@ class _Simulator:
             self.faults["storm"] += 1
             remaining, full_in = 0, float(retry_after)
         else:
-            _, remaining, retry_after, full_in = self._take(key, now)
-        headers = {"X-RateLimit-Limit": self.limit_header, "X-RateLimit-Remaining": str(remaining)}
+            _, remaining, retry_after, full_in = self._take(vendor, key, now)
+        limit = self.limits[vendor]
+        headers = {"X-RateLimit-Limit": limit.header, "X-RateLimit-Remaining": str(remaining)}
         if vendor == MENTIONLAB:
             headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + full_in))
         if retry_after:
@@ -378,22 +461,23 @@ class _Simulator:
             return self._send(503, body, headers)
         return headers
 
-    def _take(self, key: str, now: float) -> tuple[bool, int, int, float]:
+    def _take(self, vendor: str, key: str, now: float) -> tuple[bool, int, int, float]:
         """(allowed, remaining, retry_after seconds or 0, seconds until the bucket is full)."""
-        rate = self.config.rate_limit
+        limit = self.limits[vendor]
+        rate, burst = limit.rate, limit.burst
         if rate is None:
             return True, _DEFAULT_LIMIT - 1, 0, 60.0
-        bucket = self.buckets.get(key)
+        bucket = self.buckets.get((vendor, key))
         if bucket is None:
-            bucket = self.buckets[key] = _Bucket(self.burst, now)
-        tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * rate)
+            bucket = self.buckets[(vendor, key)] = _Bucket(burst, now)
+        tokens = min(burst, bucket.tokens + (now - bucket.updated) * rate)
         bucket.updated = now
         if tokens >= 1.0:
             bucket.tokens = tokens - 1.0
-            return True, math.floor(bucket.tokens), 0, (self.burst - bucket.tokens) / rate
+            return True, math.floor(bucket.tokens), 0, (burst - bucket.tokens) / rate
         bucket.tokens = tokens
         retry_after = max(1, math.ceil((1.0 - tokens) / rate))
-        return False, 0, retry_after, (self.burst - tokens) / rate
+        return False, 0, retry_after, (burst - tokens) / rate
 
     def _storm_retry_after(self, now: float) -> int:
         """Seconds left in the current 429 storm, or 0 outside storms."""
@@ -409,6 +493,7 @@ class _Simulator:
 
     def _too_many(self, vendor: str, retry_after: int | str, headers: dict[str, str]) -> Response:
         self.rate_limited += 1
+        self.vendor_rate_limited[vendor] += 1
         headers = {**headers, "Retry-After": str(retry_after), "X-RateLimit-Remaining": "0"}
         if vendor == MENTIONSAPI:
             body = self._ma_error(
@@ -444,9 +529,17 @@ class _Simulator:
 
     # ---------------------------------------------------------------- plumbing
 
+    def latency_ms(self) -> float:
+        """This request's base latency: latency_ms, jittered, never below 0."""
+        cfg = self.config
+        if cfg.latency_jitter_ms <= 0:
+            return cfg.latency_ms
+        jitter = cfg.latency_jitter_ms
+        return max(0.0, cfg.latency_ms + self.latency_rng.uniform(-jitter, jitter))
+
     async def _delay(self) -> None:
         cfg = self.config
-        delay = cfg.latency_ms
+        delay = self.latency_ms()
         if cfg.latency_spike_rate and self.rng.random() < cfg.latency_spike_rate:
             self.faults["latency_spike"] += 1
             delay += cfg.latency_spike_ms
@@ -464,7 +557,8 @@ class _Simulator:
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Linger 0 makes close() send RST, so the client sees ECONNRESET, not EOF.
-            with contextlib.suppress(OSError):
+            # A client that already hung up leaves no descriptor (ValueError).
+            with contextlib.suppress(OSError, ValueError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
         # Let connection_lost() run so uvicorn knows the client is gone and discards the
@@ -477,11 +571,12 @@ class _Simulator:
 
     def _open_headers(self, vendor: str) -> dict[str, str]:
         """Rate-limit headers for responses that consume no token (401)."""
+        limit = self.limits[vendor]
         headers = {
-            "X-RateLimit-Limit": self.limit_header,
-            "X-RateLimit-Remaining": self.limit_header,
+            "X-RateLimit-Limit": limit.header,
+            "X-RateLimit-Remaining": limit.header,
         }
-        if self.config.rate_limit is None:
+        if limit.rate is None:
             headers["X-RateLimit-Remaining"] = str(_DEFAULT_LIMIT - 1)
         if vendor == MENTIONLAB:
             headers["X-RateLimit-Reset"] = str(math.ceil(time.time()))
@@ -698,8 +793,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8800)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--latency-jitter-ms",
+        type=float,
+        default=0.0,
+        help="each request waits uniformly within latency +- this (never below 0)",
+    )
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--rate-limit", type=float, default=None, help="requests/s per API key")
+    for vendor in VENDORS:
+        parser.add_argument(
+            f"--rate-limit-{vendor}",
+            type=float,
+            default=None,
+            help=f"requests/s per {vendor} key (default: --rate-limit)",
+        )
+        parser.add_argument(
+            f"--rate-burst-{vendor}",
+            type=float,
+            default=None,
+            help=f"burst of each {vendor} key (default: the documented plan's, else the rate)",
+        )
     parser.add_argument("--max-pending-polls", type=int, default=2)
     parser.add_argument("--reset-rate", type=float, default=0.0)
     parser.add_argument("--malformed-rate", type=float, default=0.0)
@@ -733,11 +847,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not sep or kind not in POISON_KINDS:
             parser.error(f"--poison {spec!r}: expected KIND=ID[,ID...], KIND in {POISON_KINDS}")
         poison.setdefault(kind, []).extend(i for i in ids.split(",") if i)
+    options = vars(args)
+    rate_limits = {
+        v: options[f"rate_limit_{v}"] for v in VENDORS if options[f"rate_limit_{v}"] is not None
+    }
+    rate_bursts = {
+        v: options[f"rate_burst_{v}"] for v in VENDORS if options[f"rate_burst_{v}"] is not None
+    }
+    for vendor, rate in rate_limits.items():
+        if rate <= 0:
+            parser.error(f"--rate-limit-{vendor}: must be > 0")
     config = SimConfig(
         seed=args.seed,
         latency_ms=args.latency_ms,
+        latency_jitter_ms=args.latency_jitter_ms,
         error_rate=args.error_rate,
         rate_limit=args.rate_limit,
+        rate_limits=rate_limits,
+        rate_bursts=rate_bursts,
         max_pending_polls=args.max_pending_polls,
         reset_rate=args.reset_rate,
         malformed_rate=args.malformed_rate,

@@ -53,10 +53,8 @@ os.environ.update(BASE_ENV)
 _PRISTINE_ENV = dict(os.environ)
 
 from models import metadata  # noqa: E402
+from tests import resources  # noqa: E402
 from tests.vendor_stub import VendorStub, running_stub  # noqa: E402
-from worker.config import get_settings  # noqa: E402
-from worker.db import get_engine, reset_engine  # noqa: E402
-from worker.resources import close_process_runtime  # noqa: E402
 
 
 def _admin_engine() -> Engine:
@@ -74,18 +72,17 @@ def database() -> Iterator[str]:
         conn.execute(text(f'CREATE DATABASE "{TEST_DB}"'))
     upgrade("head", database_url=TEST_DATABASE_URL)
     yield TEST_DATABASE_URL
-    reset_engine()
+    resources.release_all()
+    resources.dispose_db()
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)'))
     admin.dispose()
 
 
 def apply_env(**overrides: str) -> None:
-    """Set environment variables and rebuild every settings-derived object."""
+    """Set environment variables; the test's resources follow (tests/resources.py)."""
     os.environ.update(overrides)
-    get_settings.cache_clear()
-    close_process_runtime()
-    reset_engine()
+    resources.reconfigured()
 
 
 @pytest.fixture(autouse=True)
@@ -95,14 +92,14 @@ def clean_state(database: str) -> Iterator[None]:
     os.environ.clear()
     os.environ.update(_PRISTINE_ENV)
     apply_env()
-    engine = get_engine()
+    engine = resources.suite_db().engine
     names = ", ".join(f'"{t.name}"' for t in reversed(metadata.sorted_tables))
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     # Rate budgets and queued messages of an earlier test must not leak into this one.
     redis.Redis.from_url(REDIS_URL).flushdb()
     yield
-    close_process_runtime()
+    resources.release_all()
 
 
 @pytest.fixture

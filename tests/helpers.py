@@ -26,8 +26,8 @@ from models import (
     Vendor,
 )
 from simulator import Dataset
-from worker.config import get_settings
-from worker.db import session_scope
+from tests.resources import session_scope
+from worker.config import load_settings
 from worker.registry import label_arguments, register
 
 MENTIONSYNC = str(Path(sys.executable).parent / "mentionsync")
@@ -95,7 +95,7 @@ def wasted_polls(stats: dict[str, Any]) -> int:
 
 def register_dataset(dataset: Dataset, asks: int, executions: int) -> None:
     """Track the simulator's first `asks` ask ids and `executions` job executions."""
-    settings = get_settings()
+    settings = load_settings()
     with session_scope() as session:
         register(
             session, Vendor.MENTIONSAPI, label_arguments(dataset.ask_ids(asks)), settings=settings

@@ -11,8 +11,8 @@ from sqlalchemy import select, text
 from models import TrackedId, TrackedState, Vendor
 from simulator import Dataset
 from tests.helpers import cli
+from tests.resources import session_scope
 from worker.config import fingerprint
-from worker.db import session_scope
 
 BAD_KEY = "lvk_live_revoked_0123456789abcdef"
 

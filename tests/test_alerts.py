@@ -28,9 +28,9 @@ from models import (
     WebhookDelivery,
 )
 from simulator import serve_in_thread
+from tests.resources import session_scope
 from worker.alerts import check_alerts, prune_deliveries
-from worker.config import get_settings
-from worker.db import session_scope
+from worker.config import load_settings
 from worker.logs import RedactingFilter, secrets_of
 from worker.registry import label_arguments, register
 from worker.schedule import HOUSEKEEPING_TASK, beat_schedule
@@ -82,7 +82,7 @@ def track(*ids: str, created_at: datetime | None = None) -> None:
             session,
             Vendor.MENTIONSAPI,
             label_arguments(ids),
-            settings=get_settings(),
+            settings=load_settings(),
             created_at=created_at,
             now=NOW,
         )
@@ -100,9 +100,9 @@ def expire(*ids: str) -> None:
 def test_ids_at_risk_alert_once_per_interval(receiver: Receiver) -> None:
     track("ask_risky", created_at=NOW - timedelta(days=29))
     track("ask_fine")
-    settings = get_settings()
+    settings = load_settings()
 
-    sent = check_alerts(settings, now=NOW)
+    sent = check_alerts(session_scope, settings, now=NOW)
 
     assert [a["kind"] for a in sent] == ["at_risk"]
     (alert,) = receiver.received
@@ -112,21 +112,21 @@ def test_ids_at_risk_alert_once_per_interval(receiver: Receiver) -> None:
 
     # Not every tick: nothing until the interval has passed, then again.
     for minutes in (1, 10, 59):
-        assert check_alerts(settings, now=NOW + timedelta(minutes=minutes)) == []
+        assert check_alerts(session_scope, settings, now=NOW + timedelta(minutes=minutes)) == []
     assert len(receiver.received) == 1
-    assert [a["kind"] for a in check_alerts(settings, now=NOW + timedelta(minutes=61))] == [
-        "at_risk"
-    ]
+    assert [
+        a["kind"] for a in check_alerts(session_scope, settings, now=NOW + timedelta(minutes=61))
+    ] == ["at_risk"]
     assert len(receiver.received) == 2
 
 
 def test_only_new_losses_alert(receiver: Receiver) -> None:
     track("ask_a", "ask_b", "ask_c")
-    settings = get_settings()
-    assert check_alerts(settings, now=NOW) == []  # nothing lost, nothing at risk
+    settings = load_settings()
+    assert check_alerts(session_scope, settings, now=NOW) == []  # nothing lost, nothing at risk
 
     expire("ask_a")
-    (alert,) = check_alerts(settings, now=NOW + timedelta(minutes=1))
+    (alert,) = check_alerts(session_scope, settings, now=NOW + timedelta(minutes=1))
     assert (alert["kind"], alert["severity"], alert["count"], alert["new"]) == (
         "lost_to_expiry",
         "critical",
@@ -136,12 +136,12 @@ def test_only_new_losses_alert(receiver: Receiver) -> None:
     assert alert["ids"][0]["external_id"] == "ask_a"
 
     # The same loss is not news, however long it stays.
-    assert check_alerts(settings, now=NOW + timedelta(hours=5)) == []
+    assert check_alerts(session_scope, settings, now=NOW + timedelta(hours=5)) == []
 
     # A new loss inside the interval waits for it; then it is reported with its count.
     expire("ask_b")
-    assert check_alerts(settings, now=NOW + timedelta(minutes=30)) == []
-    (later,) = check_alerts(settings, now=NOW + timedelta(minutes=62))
+    assert check_alerts(session_scope, settings, now=NOW + timedelta(minutes=30)) == []
+    (later,) = check_alerts(session_scope, settings, now=NOW + timedelta(minutes=62))
     assert (later["count"], later["new"]) == (2, 1)
     assert len(receiver.received) == 2
 
@@ -150,26 +150,26 @@ def test_a_failed_send_is_tried_again_at_the_next_check(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     track("ask_risky", created_at=NOW - timedelta(days=29))
-    settings = get_settings()
+    settings = load_settings()
     receiver.status = 500
     with caplog.at_level(logging.ERROR, logger="mentionsync.alerts"):
-        assert check_alerts(settings, now=NOW) == []
+        assert check_alerts(session_scope, settings, now=NOW) == []
     assert "could not send the at_risk alert: HTTP 500" in caplog.text
 
     receiver.status = 200
-    assert len(check_alerts(settings, now=NOW + timedelta(minutes=1))) == 1
+    assert len(check_alerts(session_scope, settings, now=NOW + timedelta(minutes=1))) == 1
     assert len(receiver.received) == 1
 
 
 def test_two_beats_checking_at_once_send_one_alert(receiver: Receiver) -> None:
     track("ask_risky", created_at=NOW - timedelta(days=29))
-    settings = get_settings()
+    settings = load_settings()
     results: list[int] = []
     start = threading.Barrier(4)
 
     def beat() -> None:
         start.wait()
-        results.append(len(check_alerts(settings, now=NOW)))
+        results.append(len(check_alerts(session_scope, settings, now=NOW)))
 
     threads = [threading.Thread(target=beat) for _ in range(4)]
     for thread in threads:
@@ -182,20 +182,20 @@ def test_two_beats_checking_at_once_send_one_alert(receiver: Receiver) -> None:
 
 def test_without_a_url_nothing_is_sent(configure: Callable[..., None]) -> None:
     track("ask_risky", created_at=NOW - timedelta(days=29))
-    assert check_alerts(get_settings(), now=NOW) == []
+    assert check_alerts(session_scope, load_settings(), now=NOW) == []
 
 
 def test_the_alert_url_is_a_secret_in_logs(receiver: Receiver) -> None:
     record = logging.LogRecord(
         "httpx", logging.INFO, __file__, 1, "HTTP Request: POST %s 500", (receiver.url,), None
     )
-    RedactingFilter(secrets_of(get_settings())).filter(record)
+    RedactingFilter(secrets_of(load_settings())).filter(record)
     assert HOOK_TOKEN.replace("/", "-") not in record.getMessage()
     assert "[REDACTED]" in record.getMessage()
 
 
 def test_beat_runs_housekeeping_which_forgets_old_webhook_events() -> None:
-    schedule = beat_schedule(get_settings())
+    schedule = beat_schedule(load_settings())
     assert schedule["housekeeping"]["task"] == HOUSEKEEPING_TASK
     from worker.tasks import app, housekeeping
 
@@ -212,7 +212,7 @@ def test_beat_runs_housekeeping_which_forgets_old_webhook_events() -> None:
                     received_at=NOW - timedelta(days=age),
                 )
             )
-    assert prune_deliveries(get_settings(), now=NOW) == 1
+    assert prune_deliveries(session_scope, load_settings(), now=NOW) == 1
     with session_scope() as session:
         assert session.scalars(select(WebhookDelivery.event_id)).all() == ["evt_new"]
 
@@ -236,7 +236,7 @@ def test_at_risk_counts_what_can_still_be_saved(receiver: Receiver) -> None:
             session.execute(
                 update(TrackedId).where(TrackedId.external_id == external_id).values(state=state)
             )
-    settings = get_settings()
+    settings = load_settings()
     at_risk = {"ask_polling", "ask_error", "ask_invalid_payload"}
 
     with session_scope() as session:
@@ -254,7 +254,9 @@ def test_at_risk_counts_what_can_still_be_saved(receiver: Receiver) -> None:
     assert "at risk (deadline within 48 h, not archived): 3" in shown
     assert "ask_error deadline" in shown and "(error: retry it)" in shown
 
-    alert = next(a for a in check_alerts(settings, now=NOW) if a["kind"] == "at_risk")
+    alert = next(
+        a for a in check_alerts(session_scope, settings, now=NOW) if a["kind"] == "at_risk"
+    )
     assert alert["count"] == 3
     assert {i["external_id"] for i in alert["ids"]} == at_risk
 
@@ -277,10 +279,10 @@ def test_a_stalled_scheduler_alerts_once_until_it_recovers(
     receiver: Receiver, configure: Callable[..., None]
 ) -> None:
     configure(SCHEDULER_STALL_SECONDS="45")
-    settings = get_settings()
+    settings = load_settings()
     stale_beat(dispatch_ago=100)
 
-    (alert,) = check_alerts(settings, now=NOW)
+    (alert,) = check_alerts(session_scope, settings, now=NOW)
     assert (alert["kind"], alert["severity"], alert["count"], alert["ids"]) == (
         "scheduler_stalled",
         "warning",  # beat ticks: its sweeps wait for a worker
@@ -292,9 +294,12 @@ def test_a_stalled_scheduler_alerts_once_until_it_recovers(
     # Beat ticks, so the text points at the workers, not at beat.
     assert "beat ticked 1 s ago but its sweeps do not run" in alert["text"]
     # While it lasts: once per interval, however many checks (or watchdogs) run.
-    assert check_alerts(settings, now=NOW + timedelta(minutes=10)) == []
+    assert check_alerts(session_scope, settings, now=NOW + timedelta(minutes=10)) == []
     assert (
-        check_alerts(settings, now=NOW + timedelta(minutes=10), kinds={"scheduler_stalled"}) == []
+        check_alerts(
+            session_scope, settings, now=NOW + timedelta(minutes=10), kinds={"scheduler_stalled"}
+        )
+        == []
     )
 
     # A worker that just started does not count this stall yet, but must not
@@ -302,7 +307,11 @@ def test_a_stalled_scheduler_alerts_once_until_it_recovers(
     with session_scope() as session:
         just_now = session.scalar(text("SELECT now()"))
     young = check_alerts(
-        settings, now=NOW + timedelta(minutes=10), kinds={"scheduler_stalled"}, since=just_now
+        session_scope,
+        settings,
+        now=NOW + timedelta(minutes=10),
+        kinds={"scheduler_stalled"},
+        since=just_now,
     )
     assert young == []
     with session_scope() as session:
@@ -310,13 +319,13 @@ def test_a_stalled_scheduler_alerts_once_until_it_recovers(
 
     # Sweeps run again: one recovery notice, and the slot is free again...
     stale_beat(dispatch_ago=0.5)
-    (recovered,) = check_alerts(settings, now=NOW + timedelta(minutes=11))
+    (recovered,) = check_alerts(session_scope, settings, now=NOW + timedelta(minutes=11))
     assert recovered["kind"] == "scheduler_recovered" and recovered["severity"] == "info"
     assert "after a stall of at least 10" in recovered["text"]
-    assert check_alerts(settings, now=NOW + timedelta(minutes=12)) == []
+    assert check_alerts(session_scope, settings, now=NOW + timedelta(minutes=12)) == []
     # ...so the next stall alerts at once, not an interval after the first.
     stale_beat(dispatch_ago=60, tick_ago=60)
-    (again,) = check_alerts(settings, now=NOW + timedelta(minutes=13))
+    (again,) = check_alerts(session_scope, settings, now=NOW + timedelta(minutes=13))
     assert again["kind"] == "scheduler_stalled" and "beat is stopped or hung" in again["text"]
     assert again["severity"] == "critical"
     assert [a["kind"] for a in receiver.received] == [
@@ -328,13 +337,15 @@ def test_a_stalled_scheduler_alerts_once_until_it_recovers(
 
 def test_two_watchdogs_send_one_stall_alert(receiver: Receiver) -> None:
     stale_beat(dispatch_ago=300)
-    settings = get_settings()
+    settings = load_settings()
     results: list[int] = []
     start = threading.Barrier(4)
 
     def watchdog() -> None:
         start.wait()
-        results.append(len(check_alerts(settings, now=NOW, kinds={"scheduler_stalled"})))
+        results.append(
+            len(check_alerts(session_scope, settings, now=NOW, kinds={"scheduler_stalled"}))
+        )
 
     threads = [threading.Thread(target=watchdog) for _ in range(4)]
     for thread in threads:
@@ -348,13 +359,14 @@ def test_two_watchdogs_send_one_stall_alert(receiver: Receiver) -> None:
 def test_no_heartbeat_is_no_stall_unless_someone_watched_long_enough(
     receiver: Receiver,
 ) -> None:
-    settings = get_settings()
+    settings = load_settings()
     # Housekeeping comes from a beat, so an empty table says nothing yet.
-    assert check_alerts(settings, now=NOW, kinds={"scheduler_stalled"}) == []
+    assert check_alerts(session_scope, settings, now=NOW, kinds={"scheduler_stalled"}) == []
     # A watchdog that has watched for longer than the stall time says it.
     with session_scope() as session:
         db_now = session.scalar(text("SELECT now()"))
     (alert,) = check_alerts(
+        session_scope,
         settings,
         now=NOW,
         kinds={"scheduler_stalled"},
@@ -366,7 +378,10 @@ def test_no_heartbeat_is_no_stall_unless_someone_watched_long_enough(
     stale_beat(dispatch_ago=3600)
     with session_scope() as session:
         session.execute(update(AlertState).values(last_sent_at=None))
-    assert check_alerts(settings, now=NOW, kinds={"scheduler_stalled"}, since=db_now) == []
+    assert (
+        check_alerts(session_scope, settings, now=NOW, kinds={"scheduler_stalled"}, since=db_now)
+        == []
+    )
 
 
 def test_housekeeping_forgets_beats_gone_for_a_day() -> None:

@@ -24,13 +24,18 @@ def test_bench_smoke_runs_every_scenario(tmp_path: Path) -> None:
         env={**os.environ, "BENCH_DATABASE": BENCH_DB, "BENCH_REDIS_URL": REDIS_URL},
         capture_output=True,
         text=True,
-        timeout=420,
+        timeout=480,
         check=False,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    for scenario in ("throughput", "latency", "ratelimit", "scheduler", "writepath", "memory"):
+    scenarios = ("throughput", "latency", "ratelimit", "scheduler", "writepath", "memory")
+    for scenario in (*scenarios, "pace", "backfill"):
         assert f"│ {scenario}" in output, (scenario, output[-4000:])
+    # Issue 13's rows: the sync row of throughput, and pace's and backfill's
+    # archives checked against the simulator's payloads.
+    assert "sync --until-done" in output, output[-4000:]
+    assert output.count("exactness") == 2, output[-4000:]
     # A PNG, not an empty file: the signature and a plausible size.
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
 

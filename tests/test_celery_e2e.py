@@ -15,7 +15,7 @@ from simulator import Dataset
 from tests.conftest import REDIS_URL
 from tests.expected import check_everything
 from tests.helpers import celery_worker_with_beat, pending, register_dataset, wasted_polls
-from worker.db import session_scope
+from tests.resources import session_scope
 
 SEED = 5
 

@@ -13,14 +13,20 @@ import pytest
 from sqlalchemy import select, text, update
 
 from models import TrackedId, TrackedState, Vendor
-from worker.config import get_settings
-from worker.db import get_engine, session_scope
+from tests.resources import session_scope, suite_db, suite_runtime
+from worker.config import load_settings
 from worker.migrate import upgrade
-from worker.poller import claim_batches, claim_due, in_flight, lease_capacity
+from worker.poller import Claim, claim_batches, claim_due, grouped, in_flight
 from worker.registry import label_arguments, register
-from worker.resources import process_runtime
+from worker.resources import Runtime
+from worker.scheduling import in_flight_capacity
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
+
+
+def _capacity(runtime: Runtime, vendor: Vendor) -> int:
+    """Ids of `vendor` that may be in flight, by this runtime's view of its key."""
+    return in_flight_capacity(runtime.settings, runtime.clients[vendor].limiter.budget)
 
 
 def seed(n: int) -> None:
@@ -29,7 +35,7 @@ def seed(n: int) -> None:
             s,
             Vendor.MENTIONSAPI,
             label_arguments(f"ask_{i:05d}" for i in range(n)),
-            settings=get_settings(),
+            settings=load_settings(),
             now=NOW - timedelta(minutes=1),
         )
 
@@ -54,23 +60,23 @@ def test_earliest_deadline_first_and_only_due_active_ids() -> None:
             .values(state=TrackedState.ARCHIVED, deadline_at=NOW)
         )
     with session_scope() as s:
-        claim = claim_due(s, Vendor.MENTIONSAPI, 1, now=NOW, settings=get_settings())
+        claim = claim_due(s, Vendor.MENTIONSAPI, 1, now=NOW, settings=load_settings())
     assert claim is not None
     with session_scope() as s:
         first = s.get(TrackedId, claim.ids[0])
         assert first is not None
         assert first.external_id == "ask_00009"
         assert first.lease_token == claim.token
-        assert first.next_poll_at == NOW + timedelta(seconds=get_settings().lease_seconds)
+        assert first.next_poll_at == NOW + timedelta(seconds=load_settings().lease_seconds)
         assert in_flight(s, Vendor.MENTIONSAPI, NOW) == 1
-        rest = claim_due(s, Vendor.MENTIONSAPI, 100, now=NOW, settings=get_settings())
+        rest = claim_due(s, Vendor.MENTIONSAPI, 100, now=NOW, settings=load_settings())
     assert rest is not None
     assert len(rest.ids) == 7  # 10 - the claimed one - not due - final
     with session_scope() as s:
-        assert claim_due(s, Vendor.MENTIONSAPI, 100, now=NOW, settings=get_settings()) is None
+        assert claim_due(s, Vendor.MENTIONSAPI, 100, now=NOW, settings=load_settings()) is None
         # A lease that expires makes the id due again: a dead batch loses nothing.
-        later = NOW + timedelta(seconds=get_settings().lease_seconds + 1)
-        again = claim_due(s, Vendor.MENTIONSAPI, 100, now=later, settings=get_settings())
+        later = NOW + timedelta(seconds=load_settings().lease_seconds + 1)
+        again = claim_due(s, Vendor.MENTIONSAPI, 100, now=later, settings=load_settings())
     assert again is not None
     assert len(again.ids) == 9
 
@@ -96,7 +102,7 @@ def test_a_claim_lists_its_ids_earliest_deadline_first(
                 .values(deadline_at=NOW + timedelta(days=1, minutes=days))
             )
     with session_scope() as s:
-        claim = claim_due(s, Vendor.MENTIONSAPI, 150, now=NOW, settings=get_settings())
+        claim = claim_due(s, Vendor.MENTIONSAPI, 150, now=NOW, settings=load_settings())
     assert claim is not None
     with session_scope() as s:
         order = dict(s.execute(select(TrackedId.id, TrackedId.deadline_at)).all())
@@ -117,7 +123,7 @@ def test_concurrent_claimers_never_take_the_same_id() -> None:
             barrier.wait()
             while True:
                 with session_scope() as s:
-                    claim = claim_due(s, Vendor.MENTIONSAPI, 37, now=NOW, settings=get_settings())
+                    claim = claim_due(s, Vendor.MENTIONSAPI, 37, now=NOW, settings=load_settings())
                 if claim is None:
                     break
                 mine.extend(claim.ids)
@@ -141,7 +147,7 @@ def test_claim_never_scans_the_archive(database: str) -> None:
     with session_scope() as s:
         s.execute(update(TrackedId).values(state=TrackedState.ARCHIVED))
         s.execute(update(TrackedId).where(TrackedId.id <= 20).values(state=TrackedState.POLLING))
-    with get_engine().connect() as conn:
+    with suite_db().engine.connect() as conn:
         conn.execute(text("ANALYZE tracked_ids"))
         plan = "\n".join(
             conn.execute(
@@ -165,11 +171,42 @@ def test_claims_stop_at_what_the_rate_budget_fetches_in_half_a_lease(configure) 
     configure(MENTIONSAPI_RATE_LIMIT="2", MENTIONSAPI_RATE_BURST="2", LEASE_SECONDS="300")
     seed(1000)
     with session_scope() as s:
-        claims, waiting = claim_batches(s, process_runtime(), now=NOW)
+        claims, waiting = claim_batches(s, suite_runtime(), now=NOW)
     assert waiting == {}
     assert sum(len(c.ids) for c in claims if c.vendor is Vendor.MENTIONSAPI) == 291
     with session_scope() as s:
-        assert claim_batches(s, process_runtime(), now=NOW)[0] == []  # still in flight
+        assert claim_batches(s, suite_runtime(), now=NOW)[0] == []  # still in flight
+
+
+def test_a_process_that_does_not_know_the_budget_yet_still_claims_a_batch(
+    configure: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process (a sync worker) holds more ids than the plan's safe default
+    # allows in flight; this one has never heard from the key. Were it bound by
+    # that default, it would never claim, so never learn the budget: one of the
+    # two sync workers of a backfill sat idle so.
+    monkeypatch.delenv("MENTIONSAPI_RATE_LIMIT")
+    monkeypatch.delenv("MENTIONSAPI_RATE_BURST")
+    configure(BATCH_SIZE="50", MAX_IN_FLIGHT="2000")
+    seed(1000)
+    settings = load_settings()
+    with session_scope() as s:
+        held = claim_due(s, Vendor.MENTIONSAPI, 600, now=NOW, settings=settings)
+        assert held is not None and len(held.ids) == 600
+    runtime = suite_runtime()
+    assert not runtime.clients[Vendor.MENTIONSAPI].limiter.known
+    assert _capacity(runtime, Vendor.MENTIONSAPI) < 600
+    with session_scope() as s:
+        claims, _ = claim_batches(s, runtime, now=NOW)
+    assert sum(len(c.ids) for c in claims if c.vendor is Vendor.MENTIONSAPI) == 50
+
+    # Once the budget is known, its capacity binds again.
+    configure(BATCH_SIZE="50", MAX_IN_FLIGHT="2000", MENTIONSAPI_RATE_LIMIT="2")
+    runtime = suite_runtime()
+    assert runtime.clients[Vendor.MENTIONSAPI].limiter.known
+    with session_scope() as s:
+        claims, _ = claim_batches(s, runtime, now=NOW)
+    assert [c for c in claims if c.vendor is Vendor.MENTIONSAPI] == []
 
 
 def test_one_claim_per_tick_split_into_batches_earliest_deadline_first(configure) -> None:  # type: ignore[no-untyped-def]
@@ -181,7 +218,7 @@ def test_one_claim_per_tick_split_into_batches_earliest_deadline_first(configure
             text("UPDATE tracked_ids SET deadline_at = deadline_at - id * interval '1 minute'")
         )
     with session_scope() as s:
-        claims, _ = claim_batches(s, process_runtime(), now=NOW)
+        claims, _ = claim_batches(s, suite_runtime(), now=NOW)
     assert [len(c.ids) for c in claims] == [40, 40, 20]  # MAX_IN_FLIGHT, in BATCH_SIZE pieces
     assert len({c.token for c in claims}) == 1
     with session_scope() as s:
@@ -192,6 +229,37 @@ def test_one_claim_per_tick_split_into_batches_earliest_deadline_first(configure
     # The 100 most urgent ids, and no other id, carry the lease.
     assert set(claimed) == set(sorted(deadline, key=deadline.__getitem__)[:100])
     assert sum(1 for r in rows if r.lease_token is not None) == 100
+
+
+def test_a_sweep_sends_every_vendor_in_each_message_in_proportion() -> None:
+    # A worker process takes its next message only once it needs more, and cannot
+    # choose the vendor: each message carries a share of every vendor's batches.
+    ma = [Claim(Vendor.MENTIONSAPI, "t", [i]) for i in range(6)]
+    ml = [Claim(Vendor.MENTIONLAB, "t", [100 + i]) for i in range(2)]
+
+    messages = grouped([*ma, *ml])
+
+    assert [[c.vendor for c in m] for m in messages] == [
+        [Vendor.MENTIONSAPI, Vendor.MENTIONLAB],
+        [Vendor.MENTIONSAPI],
+        [Vendor.MENTIONSAPI],
+        [Vendor.MENTIONSAPI, Vendor.MENTIONLAB],
+        [Vendor.MENTIONSAPI],
+        [Vendor.MENTIONSAPI],
+    ]
+    # Each vendor's batches keep their order (earliest deadline first).
+    assert [c for m in messages for c in m if c.vendor is Vendor.MENTIONSAPI] == ma
+    assert [c for m in messages for c in m if c.vendor is Vendor.MENTIONLAB] == ml
+    assert grouped([]) == []
+
+
+def test_a_batch_is_a_few_round_trips_of_a_process_places(configure) -> None:  # type: ignore[no-untyped-def]
+    # Few large batches cannot be spread evenly over the processes fetching them.
+    configure(BATCH_SIZE="100", FETCH_CONCURRENCY="8", MAX_IN_FLIGHT="1000")
+    seed(100)
+    with session_scope() as s:
+        claims, _ = claim_batches(s, suite_runtime(), now=NOW)
+    assert [len(c.ids) for c in claims] == [32, 32, 32, 4]
 
 
 @pytest.mark.parametrize("rate", [1, 5, 20, 60, 500])  # MentionsAPI's documented plans
@@ -208,7 +276,5 @@ def test_default_ticks_claim_faster_than_any_plan_can_fetch(
         MENTIONSAPI_RATE_LIMIT=str(rate),
         MENTIONSAPI_RATE_BURST=str(rate * 2),
     )
-    settings = get_settings()
-    assert (
-        lease_capacity(process_runtime(), Vendor.MENTIONSAPI) / settings.poll_tick_seconds >= rate
-    )
+    settings = load_settings()
+    assert _capacity(suite_runtime(), Vendor.MENTIONSAPI) / settings.poll_tick_seconds >= rate

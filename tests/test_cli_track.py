@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from models import TrackedId, Vendor
 from tests.helpers import cli
-from worker.db import session_scope
+from tests.resources import session_scope
 
 
 def count(vendor: Vendor) -> int:

@@ -144,7 +144,7 @@ def test_beat_is_unhealthy_when_it_stops_ticking() -> None:
     beats elsewhere do."""
     from sqlalchemy import text
 
-    from worker.db import session_scope
+    from tests.resources import session_scope
 
     check = SERVICES["beat"]["healthcheck"]
     assert check["test"][:2] == ["CMD", "mentionsync"]

@@ -21,9 +21,9 @@ from starlette.routing import Route
 
 from simulator import serve_in_thread
 from tests.helpers import cli
+from tests.resources import session_scope
 from tests.test_migrations import scratch_postgres  # noqa: F401 - a fixture
 from worker.config import fingerprint
-from worker.db import session_scope
 from worker.migrate import alembic_config
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from models import TrackedId, TrackedState, Vendor
 from simulator import Dataset
 from tests.helpers import cli
-from worker.db import session_scope
+from tests.resources import session_scope
 
 SEED = 21
 MAX_ATTEMPTS = 3

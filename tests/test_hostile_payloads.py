@@ -39,12 +39,11 @@ from tests.expected import check_ask, check_execution
 from tests.fixtures.bodies import ask_body, dumps, run_body, run_id
 from tests.fixtures.bodies import provider as _provider
 from tests.helpers import archive_snapshot, cli
+from tests.resources import session_scope, suite_db, suite_runtime
 from tests.vendor_stub import Reply, VendorStub
 from worker.analytics.reprocess import reprocess
-from worker.config import get_settings
-from worker.db import session_scope
+from worker.config import load_settings
 from worker.registry import label_arguments, register
-from worker.resources import process_runtime
 from worker.vendors.base import Target
 
 PROJECT = "proj-hostile-0001"
@@ -66,7 +65,7 @@ NASTY = (
 
 
 def track(*, asks: list[str], runs: list[str]) -> None:
-    settings = get_settings()
+    settings = load_settings()
     with session_scope() as session:
         for vendor, ids, project in (
             (Vendor.MENTIONSAPI, asks, ""),
@@ -484,7 +483,7 @@ def _collect(failures: list[str], label: str, check: Callable[[], None]) -> None
 
 
 def test_hostile_bodies_are_archived_exactly_or_quarantined(stub: VendorStub) -> None:
-    attempts = get_settings().invalid_payload_attempts
+    attempts = load_settings().invalid_payload_attempts
     assert attempts == 3  # the documented default, which this test runs with
     good_asks, good_runs = _good_asks(), _good_runs()
     bad = _bad_asks() + _bad_runs()
@@ -601,7 +600,7 @@ def test_hostile_rows_hold_exactly_what_was_served(stub: VendorStub) -> None:
 
 
 def test_bad_bodies_are_fetched_again_and_a_good_one_still_archives(stub: VendorStub) -> None:
-    attempts = get_settings().invalid_payload_attempts
+    attempts = load_settings().invalid_payload_attempts
     good_ask, good_run = ask_body("ask_flaky"), run_body(run_id(201))
     wrong_run = Reply(dumps(run_body(run_id(201), executionNumber="1")))
     flaky = {
@@ -672,7 +671,7 @@ def test_bodies_over_max_response_bytes_are_capped_and_not_read_to_the_end(
 ) -> None:
     cap, huge = 65536, 64 * 1024 * 1024
     configure(MAX_RESPONSE_BYTES=str(cap))
-    attempts = get_settings().invalid_payload_attempts
+    attempts = load_settings().invalid_payload_attempts
     ma, ml = Vendor.MENTIONSAPI, Vendor.MENTIONLAB
 
     # Exactly at the cap is fine; one byte more is not (with and without Content-Length).
@@ -745,7 +744,7 @@ COST_OVERFLOW = ask_body("ask_cost_overflow", usage={"cost_cents": 1e15})
 
 
 def test_a_body_the_database_refuses_is_quarantined_alone(stub: VendorStub) -> None:
-    attempts = get_settings().invalid_payload_attempts
+    attempts = load_settings().invalid_payload_attempts
     neighbours = _archive_with_neighbours(stub, "ask_cost_overflow", Reply(dumps(COST_OVERFLOW)))
 
     row = tracked(Vendor.MENTIONSAPI, "ask_cost_overflow")
@@ -789,7 +788,7 @@ def test_a_compressed_body_is_capped_before_it_is_inflated(
     stub.script(
         Vendor.MENTIONSAPI, "ask_bomb", Reply(bomb, headers=(("Content-Encoding", "gzip"),))
     )
-    client = process_runtime().clients[Vendor.MENTIONSAPI]
+    client = suite_runtime().clients[Vendor.MENTIONSAPI]
 
     tracemalloc.start()
     try:
@@ -845,7 +844,7 @@ def test_answers_with_nul_are_archived_without_it_and_kept_exactly(stub: VendorS
 
     # `reprocess` rebuilds the same rows from the exact bytes, and keeps them.
     before = archive_snapshot()
-    result = reprocess([Vendor.MENTIONSAPI, Vendor.MENTIONLAB])
+    result = reprocess(suite_db(), [Vendor.MENTIONSAPI, Vendor.MENTIONLAB])
     assert result.failures == [] and result.answers == 2
     assert archive_snapshot() == before
     with session_scope() as session:
@@ -874,7 +873,7 @@ def test_deeply_nested_unknown_fields_are_archived(stub: VendorStub) -> None:
         )
         assert depth == "array"
     before = archive_snapshot()
-    result = reprocess([Vendor.MENTIONSAPI])
+    result = reprocess(suite_db(), [Vendor.MENTIONSAPI])
     assert result.failures == []
     assert archive_snapshot() == before
 
@@ -890,7 +889,7 @@ def dumps_deep(doc: dict[str, Any]) -> bytes:
 
 
 def test_an_echoed_api_key_is_stored_nowhere(stub: VendorStub) -> None:
-    key = get_settings().mentionsapi_api_key
+    key = load_settings().mentionsapi_api_key
     assert key is not None
     secret = key.get_secret_value()
     body = ask_body(
@@ -918,7 +917,7 @@ def test_stacked_content_encodings_are_refused_not_inflated(stub: VendorStub) ->
         "ask_gzip2",
         Reply(twice, headers=(("Content-Encoding", "gzip, gzip"),)),
     )
-    client = process_runtime().clients[Vendor.MENTIONSAPI]
+    client = suite_runtime().clients[Vendor.MENTIONSAPI]
     tracemalloc.start()
     try:
         raw = client.get(Target(Vendor.MENTIONSAPI, "ask_gzip2"))

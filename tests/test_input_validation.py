@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import orjson
@@ -27,10 +28,9 @@ from sqlalchemy import func, select
 from models import TrackedId, Vendor, WebhookDelivery
 from simulator import Dataset
 from tests.helpers import MENTIONSYNC, cli
-from worker.config import get_settings
-from worker.db import session_scope
-from worker.intake.app import create_app
-from worker.intake.webhooks import _created
+from tests.resources import intake_app, session_scope
+from worker.config import load_settings
+from worker.intake.webhooks import created_in_range
 from worker.registry import (
     InvalidId,
     InvalidTimestamp,
@@ -40,6 +40,7 @@ from worker.registry import (
     validate_project_id,
 )
 from worker.vendors.mentionsapi.signatures import sign_hex, sign_v1
+from worker.vendors.mentionsapi.webhooks import created_at
 
 TOKEN = f"it_{secrets.token_hex(20)}"
 SECRET = f"whsec_{secrets.token_hex(20)}"
@@ -102,7 +103,7 @@ def test_register_refuses_what_its_callers_should_have_refused() -> None:
             session,
             Vendor.MENTIONSAPI,
             label_arguments(["ask_1"]),
-            settings=get_settings(),
+            settings=load_settings(),
             created_at=datetime(9999, 12, 31, tzinfo=UTC),
         )
     with session_scope() as session, pytest.raises(InvalidId):
@@ -110,10 +111,15 @@ def test_register_refuses_what_its_callers_should_have_refused() -> None:
             session,
             Vendor.MENTIONLAB,
             label_arguments([RUN]),
-            settings=get_settings(),
+            settings=load_settings(),
             project_id="café",
         )
     assert count() == 0
+
+
+def _created(doc: dict[str, Any]) -> datetime | None:
+    """A delivery's creation time as the intake keeps it."""
+    return created_in_range(created_at(doc))
 
 
 def test_a_webhook_creation_time_out_of_range_is_ignored_not_refused() -> None:
@@ -175,7 +181,7 @@ def intake(configure: Callable[..., None]) -> Iterator[str]:
     from simulator import serve_in_thread
 
     configure(INTAKE_TOKEN=TOKEN, MENTIONSAPI_WEBHOOK_SECRET=SECRET)
-    base_url, stop = serve_in_thread(create_app(), "/healthz")
+    base_url, stop = serve_in_thread(intake_app(), "/healthz")
     yield base_url
     stop()
 

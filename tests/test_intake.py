@@ -32,8 +32,7 @@ from models import (
 from simulator import Dataset, serve_in_thread
 from tests.expected import check_ask
 from tests.helpers import MENTIONSYNC, archive_snapshot, cli
-from worker.db import session_scope
-from worker.intake.app import create_app
+from tests.resources import intake_app, session_scope
 from worker.vendors.mentionsapi.signatures import sign_hex, sign_v1
 
 TOKEN = f"it_{secrets.token_hex(20)}"
@@ -51,7 +50,7 @@ def ask_with_fate(fate: str, skip: int = 0) -> str:
 @pytest.fixture
 def intake(configure: Callable[..., None]) -> Iterator[str]:
     configure(INTAKE_TOKEN=TOKEN, MENTIONSAPI_WEBHOOK_SECRET=SECRET)
-    base_url, stop = serve_in_thread(create_app(), "/healthz")
+    base_url, stop = serve_in_thread(intake_app(), "/healthz")
     yield base_url
     stop()
 
@@ -269,7 +268,7 @@ def test_track_refuses_a_body_over_the_cap(
     configure: Callable[..., None], http: httpx.Client
 ) -> None:
     configure(INTAKE_TOKEN=TOKEN, INTAKE_MAX_BODY_BYTES="2048")
-    base_url, stop = serve_in_thread(create_app(), "/healthz")
+    base_url, stop = serve_in_thread(intake_app(), "/healthz")
     try:
         body = {"vendor": "mentionsapi", "ids": [f"ask_{i:05d}" for i in range(500)]}
         response = http.post(
@@ -482,7 +481,7 @@ def test_either_scheme_accepts_a_rotated_secret(
     configure: Callable[..., None], http: httpx.Client
 ) -> None:
     configure(MENTIONSAPI_WEBHOOK_SECRET=f"whsec_new_{SECRET[6:]}, {SECRET}")
-    base_url, stop = serve_in_thread(create_app(), "/healthz")
+    base_url, stop = serve_in_thread(intake_app(), "/healthz")
     try:
         one, two = ask_with_fate("succeeded"), ask_with_fate("succeeded", skip=1)
         body = envelope_v1(one)
@@ -499,7 +498,7 @@ def test_without_a_secret_deliveries_are_refused(
     configure: Callable[..., None], http: httpx.Client
 ) -> None:
     configure(INTAKE_TOKEN=TOKEN)
-    base_url, stop = serve_in_thread(create_app(), "/healthz")
+    base_url, stop = serve_in_thread(intake_app(), "/healthz")
     try:
         body = envelope_v1(ask_with_fate("succeeded"))
         response = deliver(http, base_url, body, headers_v1(body))

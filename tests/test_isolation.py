@@ -19,14 +19,15 @@ import orjson
 import pytest
 from sqlalchemy import func, select, update
 
-import worker.poller as poller
+import worker.pipeline as pipeline
 import worker.vendors.mentionsapi.spec as mentionsapi_client
+import worker.writing as writing
 from models import Ask, JobExecution, TrackedId, TrackedState, Vendor, VendorAccount, utcnow
 from tests.fixtures.bodies import ask_body, dumps, run_body, run_id
 from tests.helpers import cli
+from tests.resources import session_scope, suite_db, suite_runtime
 from tests.vendor_stub import Reply, VendorStub
-from worker.config import get_settings
-from worker.db import session_scope
+from worker.config import load_settings
 from worker.poller import (
     claim_batches,
     fetch_all,
@@ -37,7 +38,6 @@ from worker.poller import (
 )
 from worker.ratelimit import pause_seconds, retry_after_seconds
 from worker.registry import label_arguments, register
-from worker.resources import process_runtime
 from worker.vendors.base import Target
 
 PROJECT_OK = "proj-ok"
@@ -48,7 +48,7 @@ FORBIDDEN = b'{"statusCode":403,"message":"Forbidden resource","error":"Forbidde
 def _register(vendor: Vendor, ids: list[str], project: str = "") -> None:
     with session_scope() as session:
         result = register(
-            session, vendor, label_arguments(ids), settings=get_settings(), project_id=project
+            session, vendor, label_arguments(ids), settings=load_settings(), project_id=project
         )
         assert result.added == len(ids), result.rejected
 
@@ -78,9 +78,9 @@ def _archived_asks() -> set[str]:
 def _one_round() -> int:
     """Claim what is due and process it in this process, as a worker would."""
     with session_scope() as session:
-        claims, _ = claim_batches(session, process_runtime())
+        claims, _ = claim_batches(session, suite_runtime())
     for claim in claims:
-        process_claim(process_runtime(), claim)
+        process_claim(suite_runtime(), claim)
     return sum(len(c.ids) for c in claims)
 
 
@@ -159,14 +159,14 @@ def test_an_unexpected_error_planning_one_id_retries_only_that_id(
 ) -> None:
     ids = ["ask_a", "ask_plan", "ask_b"]
     _asks(stub, ids)
-    original_plan = poller.plan
+    original_plan = writing.plan
 
     def plan(view: Any, outcome: Any, **kwargs: Any) -> Any:
         if view.external_id == "ask_plan" and outcome.answer is not None:
             raise OverflowError("date value out of range")
         return original_plan(view, outcome, **kwargs)
 
-    monkeypatch.setattr(poller, "plan", plan)
+    monkeypatch.setattr(writing, "plan", plan)
     _one_round()
 
     assert _archived_asks() == {"ask_a", "ask_b"}
@@ -181,7 +181,7 @@ def test_an_unexpected_error_writing_one_answer_quarantines_only_that_id(
 ) -> None:
     ids = ["ask_a", "ask_write", "ask_b"]
     _asks(stub, ids)
-    fail_for(poller, "upsert_answers", "ask_write")
+    fail_for(writing, "upsert_answers", "ask_write")
 
     _one_round()
 
@@ -252,7 +252,7 @@ def test_a_dripping_vendor_is_cut_off_at_the_request_deadline(
     configure(HTTP_REQUEST_DEADLINE="1.5", HTTP_READ_TIMEOUT="2")
     body = dumps(ask_body("ask_drip"))
     stub.script(Vendor.MENTIONSAPI, "ask_drip", Reply(body, drip_seconds=0.2))
-    client = process_runtime().clients[Vendor.MENTIONSAPI]
+    client = suite_runtime().clients[Vendor.MENTIONSAPI]
 
     started = time.monotonic()
     raw = client.get(Target(Vendor.MENTIONSAPI, "ask_drip"))
@@ -333,11 +333,11 @@ def test_a_refused_key_is_rechecked_with_different_ids(
 def test_a_batch_that_lost_its_lease_writes_nothing(stub: VendorStub) -> None:
     ids = ["ask_kept", "ask_taken", "ask_lapsed"]
     _asks(stub, ids)
-    settings = get_settings()
+    settings = load_settings()
     with session_scope() as session:
-        (claim,) = claim_batches(session, process_runtime())[0]
+        (claim,) = claim_batches(session, suite_runtime())[0]
         views, _, _ = load_claim(session, claim)
-    outcomes = fetch_all(process_runtime(), Vendor.MENTIONSAPI, views, send_within=10)
+    outcomes = fetch_all(suite_runtime(), Vendor.MENTIONSAPI, views, send_within=10)
 
     # While the answers were in flight: one id was claimed again by another
     # batch (or taken over by a webhook delivery), another one's lease ran out.
@@ -353,7 +353,7 @@ def test_a_batch_that_lost_its_lease_writes_nothing(stub: VendorStub) -> None:
             .values(next_poll_at=func.now() - timedelta(seconds=1))
         )
 
-    write_outcomes(settings, claim, views, outcomes)
+    write_outcomes(suite_db(), settings, claim, views, outcomes)
 
     assert _archived_asks() == {"ask_kept"}
     taken = _row(Vendor.MENTIONSAPI, "ask_taken")
@@ -370,14 +370,14 @@ def test_claims_and_leases_use_the_database_clock(
         session.execute(update(TrackedId).values(next_poll_at=func.now() + timedelta(minutes=2)))
     # This host's clock runs five minutes ahead of the database's.
     ahead = utcnow() + timedelta(minutes=5)
-    monkeypatch.setattr(poller, "utcnow", lambda: ahead)
-    settings = get_settings()
+    monkeypatch.setattr(pipeline, "utcnow", lambda: ahead)
+    settings = load_settings()
 
     with session_scope() as session:
-        assert claim_batches(session, process_runtime())[0] == []
+        assert claim_batches(session, suite_runtime())[0] == []
         session.execute(update(TrackedId).values(next_poll_at=func.now()))
     with session_scope() as session:
-        claims, _ = claim_batches(session, process_runtime())
+        claims, _ = claim_batches(session, suite_runtime())
         db_now = session.scalar(select(func.now()))
     assert [len(c.ids) for c in claims] == [1]
     lease = _row(Vendor.MENTIONSAPI, "ask_soon").next_poll_at
@@ -390,7 +390,7 @@ def test_claims_and_leases_use_the_database_clock(
 def test_ids_past_their_deadline_are_recorded_lost_whatever_their_state(
     stub: VendorStub,
 ) -> None:
-    settings = get_settings()
+    settings = load_settings()
     grace = settings.loss_grace_seconds
     cases = {
         "ask_error": (TrackedState.ERROR, timedelta(minutes=-1), True),

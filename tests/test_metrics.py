@@ -20,12 +20,11 @@ from sqlalchemy import func, select, text, update
 from models import TrackedId, TrackedState, Vendor, utcnow
 from simulator import Dataset
 from tests.helpers import MENTIONSYNC, celery_worker_with_beat, pending, register_dataset
-from worker.config import get_settings
-from worker.db import session_scope
+from tests.resources import session_scope, suite_db, suite_runtime
+from worker.config import load_settings
 from worker.exporter import exporter_registry
 from worker.poller import claim_batches, process_claim
 from worker.registry import label_arguments, register
-from worker.resources import process_runtime
 
 SEED = 17
 
@@ -81,7 +80,7 @@ def exporter() -> Iterator[str]:
 
 def test_the_exporter_serves_database_gauges(exporter: str) -> None:
     now = datetime.now(UTC)
-    settings = get_settings()
+    settings = load_settings()
     with session_scope() as session:
         register(
             session,
@@ -150,7 +149,9 @@ def test_the_exporter_serves_database_gauges(exporter: str) -> None:
 
 def test_the_exporter_says_when_the_database_is_down(configure: Callable[..., None]) -> None:
     configure(DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing")
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=exporter_registry())
+    server, thread = start_http_server(
+        0, addr="127.0.0.1", registry=exporter_registry(load_settings(), suite_db())
+    )
     try:
         samples = scrape(f"http://127.0.0.1:{server.server_port}/metrics")
     finally:
@@ -215,9 +216,9 @@ def poll_until_done(timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while pending() and time.monotonic() < deadline:
         with session_scope() as session:
-            claims, _ = claim_batches(session, process_runtime(), now=utcnow())
+            claims, _ = claim_batches(session, suite_runtime(), now=utcnow())
         for claim in claims:
-            process_claim(process_runtime(), claim)
+            process_claim(suite_runtime(), claim)
         if not claims:
             time.sleep(0.2)
     assert pending() == 0

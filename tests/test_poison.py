@@ -53,8 +53,8 @@ from simulator.dataset import KEY_PLACEHOLDER, POISON_KINDS, TS_MAX, TS_MIN
 from tests.conftest import BASE_ENV
 from tests.expected import STATE_OF_FATE, check_ask, check_execution
 from tests.helpers import cli
-from worker.config import get_settings
-from worker.db import get_engine, session_scope
+from tests.resources import session_scope, suite_db
+from worker.config import load_settings
 
 SEED = 11
 PER_VENDOR = 2
@@ -135,7 +135,7 @@ def _check_extreme_run(run_id: str, project: str, body: dict[str, Any], field: s
         "stand_in": stand_in,
         "path": f"{{{field}}}",
     }
-    with get_engine().connect() as conn:
+    with suite_db().engine.connect() as conn:
         trans = conn.begin()
         try:
             # Compared in SQL: psycopg cannot load a BC timestamp into Python.
@@ -181,7 +181,7 @@ def _redacted(session: Session, vendor: Vendor, id_: str, body: dict[str, Any]) 
 def _tables_holding(needle: str) -> list[str]:
     """Tables with a row whose text (every column, jsonb included) contains needle."""
     found = []
-    with get_engine().connect() as conn:
+    with suite_db().engine.connect() as conn:
         for table in metadata.sorted_tables:  # names from our models, not from input
             n = conn.scalar(
                 text(f'SELECT count(*) FROM "{table.name}" AS r WHERE strpos(r::text, :k) > 0'),  # noqa: S608
@@ -228,7 +228,7 @@ def test_poisoned_ids_end_final_and_the_rest_archive_exactly(
         poison_bomb_bytes=BOMB_BYTES,
     )
     configure(**WORKER_ENV)
-    settings = get_settings()
+    settings = load_settings()
 
     # Poisoned ids spread among the ordinary ones, so they share batches.
     asks = ds.ask_ids(500)

@@ -138,6 +138,27 @@ def test_budget_from_headers_reads_the_documented_plans() -> None:
     assert budget_from_headers(MENTIONSAPI, httpx.Headers()) is None
 
 
+def test_mentionlab_s_reset_header_says_whether_its_limit_counts_per_second() -> None:
+    import time
+
+    def h(limit: str, reset_in: float) -> httpx.Headers:
+        reset = f"{time.time() + reset_in:.3f}"
+        return httpx.Headers({"X-RateLimit-Limit": limit, "X-RateLimit-Reset": reset})
+
+    # Enterprise, "100/s": the window resets within the second.
+    assert budget_from_headers(MENTIONLAB, h("100", 1), window=1.0) == Budget(100.0, 100.0)
+    # "120 requests per minute, burst 20": a minute's window.
+    assert budget_from_headers(MENTIONLAB, h("120", 40), window=40.0) == Budget(2.0, 20.0)
+
+    budget = KeyBudget(MENTIONLAB, shared(), configured=None)
+    budget.observe(200, h("100", 1))
+    assert budget.budget == Budget(100.0, 100.0)
+    # A minute's window once seen is not mistaken for a second's near its end.
+    budget.observe(200, h("3000", 45))
+    budget.observe(200, h("3000", 1))
+    assert budget.budget == Budget(50.0, 20.0)
+
+
 def test_pause_comes_from_retry_after_else_reset() -> None:
     assert pause_seconds(200, httpx.Headers({"Retry-After": "9"}), 0) is None
     assert pause_seconds(429, httpx.Headers({"Retry-After": "7"}), 0) == 7.0

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from models import TrackedId, TrackedState, Vendor
-from worker.config import get_settings
-from worker.db import session_scope
+from tests.resources import session_scope
+from worker.config import load_settings
 from worker.registry import InvalidId, read_lines, register, validate_external_id
 from worker.vendors.base import path_segment
 
@@ -61,7 +61,7 @@ def test_path_segment_never_changes_the_url_path() -> None:
 
 
 def test_register_is_idempotent_and_sets_deadlines() -> None:
-    settings = get_settings()
+    settings = load_settings()
     now = datetime(2026, 11, 22, 12, tzinfo=UTC)
     created = now - timedelta(days=3)
     lines = read_lines(io.StringIO("ask_1\nask_2\nask_1\n\nbad id\n"))
@@ -85,7 +85,7 @@ def test_register_is_idempotent_and_sets_deadlines() -> None:
 
 
 def test_same_id_in_two_projects_is_two_registrations() -> None:
-    settings = get_settings()
+    settings = load_settings()
     run = "3f1a7b2c-9d4e-4f6a-8b1c-2e5f7a9d0c11"
     with session_scope() as s:
         a = register(s, Vendor.MENTIONLAB, read_lines([run]), settings=settings, project_id="p1")
@@ -99,7 +99,7 @@ def test_100k_line_file_with_a_few_bad_lines_registers_every_good_one() -> None:
     for index, value in bad_at.items():
         lines[index] = value
     with session_scope() as s:
-        result = register(s, Vendor.MENTIONSAPI, read_lines(lines), settings=get_settings())
+        result = register(s, Vendor.MENTIONSAPI, read_lines(lines), settings=load_settings())
     assert result.added == 100_000 - len(bad_at)
     assert sorted(r.where for r in result.rejected) == sorted(f"line {i + 1}" for i in bad_at)
     with session_scope() as s:

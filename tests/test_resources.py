@@ -7,7 +7,7 @@ import platform
 import psutil
 import pytest
 
-from worker.resources import limit_malloc_arenas, release_free_memory
+from worker.memory import limit_malloc_arenas, release_free_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")

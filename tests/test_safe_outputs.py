@@ -27,8 +27,8 @@ from sqlalchemy import text, update
 
 from models import TrackedId, TrackedState, Vendor
 from tests.helpers import MENTIONSYNC, cli
-from worker.config import get_settings
-from worker.db import session_scope
+from tests.resources import session_scope
+from worker.config import load_settings
 from worker.migrate import upgrade
 from worker.registry import label_arguments, register
 from worker.store import upsert_answers
@@ -193,7 +193,7 @@ def _archive(ask_id: str, mentions: list[tuple[str, int]], *, domain: str = "ok.
             session,
             Vendor.MENTIONSAPI,
             label_arguments([ask_id]),
-            settings=get_settings(),
+            settings=load_settings(),
             created_at=datetime(2026, 11, 2, 10, tzinfo=UTC),
             now=FETCHED,
         )
@@ -305,7 +305,7 @@ def test_track_prints_rejected_ids_as_they_are() -> None:
 def test_status_prints_ids_and_errors_as_they_are() -> None:
     with session_scope() as session:
         register(
-            session, Vendor.MENTIONSAPI, label_arguments(["[bold]ask"]), settings=get_settings()
+            session, Vendor.MENTIONSAPI, label_arguments(["[bold]ask"]), settings=load_settings()
         )
         session.execute(
             update(TrackedId).values(

@@ -989,3 +989,116 @@ def test_cli_builds_poison_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (config.poison_drip_seconds, config.poison_retry_after_count) == (0.2, 3)
     with pytest.raises(SystemExit):
         sim_app.main(["--poison", "nope=ask_a"])
+
+
+def test_latency_jitter_stays_within_bounds_and_never_below_zero() -> None:
+    sim = make_client(latency_ms=250, latency_jitter_ms=150).app.state.sim
+    draws = [sim.latency_ms() for _ in range(2000)]
+    assert all(100 <= d <= 400 for d in draws)
+    assert min(draws) < 110 and max(draws) > 390  # uniform over the whole range
+    assert 240 < sum(draws) / len(draws) < 260
+    sim = make_client(latency_ms=20, latency_jitter_ms=100).app.state.sim
+    draws = [sim.latency_ms() for _ in range(500)]
+    assert all(0 <= d <= 120 for d in draws) and draws.count(0.0) > 100
+    assert make_client(latency_ms=30).app.state.sim.latency_ms() == 30
+
+
+def test_per_vendor_rate_limits_and_headers() -> None:
+    client = make_client(rate_limits={MA: 500, ML: 100}, max_pending_polls=0)
+    ids = client.get("/_sim/dataset", params={"vendor": ML, "n": 1}).json()["ids"]
+    r = client.get(
+        f"/api/v1/job-executions/{ids[0]['id']}", headers=ml_headers(ids[0]["project_id"])
+    )
+    # MentionLab: the limit per second, and a Reset as a unix timestamp.
+    assert (r.headers["X-RateLimit-Limit"], r.headers["X-RateLimit-Remaining"]) == ("100", "99")
+    assert int(r.headers["X-RateLimit-Reset"]) >= int(time.time())
+    # MentionsAPI at the Enterprise rate announces the Enterprise burst, 1000.
+    r = client.get("/v1/ask/ask_X", headers=MA_KEY)
+    assert (r.headers["X-RateLimit-Limit"], r.headers["X-RateLimit-Remaining"]) == ("1000", "999")
+    assert "X-RateLimit-Reset" not in r.headers
+    stats = client.get("/_sim/stats").json()["by_vendor"]
+    assert stats[MA]["rate_limit"] == 500 and stats[MA]["burst"] == 1000
+    assert stats[ML]["rate_limit"] == 100 and stats[ML]["burst"] == 100
+    assert stats[MA]["answered"] == 1 and stats[ML]["answered"] == 1
+
+
+def test_per_vendor_limit_falls_back_to_rate_limit_and_limits_each_vendor_alone() -> None:
+    client = make_client(rate_limit=2, rate_limits={ML: 3}, rate_bursts={MA: 1})
+    eid = "3f1a7b2c-9d4e-4f6a-8b1c-2e5f7a9d0c11"
+    project = client.get("/_sim/dataset", params={"vendor": ML, "n": 1}).json()["ids"][0]
+    ml = [
+        client.get(f"/api/v1/job-executions/{eid}", headers=ml_headers(project["project_id"]))
+        for _ in range(4)
+    ]
+    assert [r.headers["X-RateLimit-Limit"] for r in ml] == ["3"] * 4
+    assert [r.status_code == 429 for r in ml] == [False, False, False, True]
+    assert int(ml[3].headers["Retry-After"]) >= 1
+    ma = [client.get("/v1/ask/ask_X", headers=MA_KEY) for _ in range(2)]
+    # The burst given for MentionsAPI (1), its rate from rate_limit (2/s).
+    assert [r.headers["X-RateLimit-Limit"] for r in ma] == ["1", "1"]
+    assert [r.status_code for r in ma][1] == 429
+    assert ma[1].json()["error"]["code"] == "rate_limited"
+    stats = client.get("/_sim/stats").json()
+    assert stats["rate_limited"] == 2
+    assert stats["by_vendor"][MA]["rate_limited"] == 1
+    assert stats["by_vendor"][ML]["rate_limited"] == 1
+    assert stats["by_vendor"][MA]["rate_limit"] == 2
+
+
+def test_cli_builds_per_vendor_limits_and_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[SimConfig] = []
+    monkeypatch.setattr(sim_app, "serve", lambda c, host, port: calls.append(c))
+    sim_app.main(
+        [
+            "--latency-ms",
+            "250",
+            "--latency-jitter-ms",
+            "150",
+            "--rate-limit",
+            "7",
+            "--rate-limit-mentionsapi",
+            "500",
+            "--rate-limit-mentionlab",
+            "100",
+            "--rate-burst-mentionlab",
+            "20",
+        ]
+    )
+    config = calls[0]
+    assert (config.latency_ms, config.latency_jitter_ms, config.rate_limit) == (250, 150, 7)
+    assert config.rate_limits == {MA: 500, ML: 100} and config.rate_bursts == {ML: 20}
+    with pytest.raises(SystemExit):
+        sim_app.main(["--rate-limit-mentionlab", "0"])
+
+
+def test_in_flight_counts_concurrent_slow_requests() -> None:
+    base_url, stop = run_in_thread(SimConfig(seed=7, latency_ms=300, latency_jitter_ms=50))
+    try:
+        import asyncio
+        import concurrent.futures
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(
+                base_url=base_url,
+                trust_env=False,
+                timeout=10,
+                limits=httpx.Limits(max_connections=50),
+            ) as client:
+                responses = await asyncio.gather(
+                    *(client.get(f"/v1/ask/ask_{i}", headers=MA_KEY) for i in range(50))
+                )
+            return [r.status_code for r in responses]
+
+        started = time.monotonic()
+        # A thread of its own: a browser test earlier in the session may leave an
+        # event loop running in this one.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            statuses = pool.submit(lambda: asyncio.run(burst())).result()
+        elapsed = time.monotonic() - started
+        assert len(statuses) == 50
+        # 50 requests of 250-350 ms each, served concurrently, not one after another.
+        assert elapsed < 3.0, elapsed
+        stats = httpx.get(f"{base_url}/_sim/stats", trust_env=False).json()
+        assert stats["max_in_flight"] >= 20 and stats["in_flight"] == 0
+    finally:
+        stop()

@@ -21,7 +21,7 @@ from tests.fixtures.documented import ASK_DOC_EXAMPLE as ASK
 from tests.fixtures.documented import ASK_ID, RUN_ID
 from tests.fixtures.documented import RUN_DOC_EXAMPLE as RUN
 from tests.fixtures.documented import RUN_PROJECT as PROJECT
-from worker.db import session_scope
+from tests.resources import session_scope
 from worker.store import upsert_answers
 from worker.vendors.mentionlab.normalize import normalize_execution
 from worker.vendors.mentionsapi.normalize import normalize_ask

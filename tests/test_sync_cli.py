@@ -13,7 +13,7 @@ from models import Vendor
 from simulator import Dataset
 from tests.expected import STATE_OF_FATE, check_everything, truth
 from tests.helpers import archive_snapshot, cli, tracked_snapshot, wasted_polls
-from worker.db import session_scope
+from tests.resources import session_scope
 
 SEED = 11
 

@@ -9,9 +9,9 @@ from alembic import command
 from sqlalchemy import create_engine, inspect, select
 
 from models import AnswerLabel, LabelScope, Vendor
+from tests.resources import session_scope, suite_db
 from tests.test_migrations import alembic_config, scratch_postgres, scratch_sqlite  # noqa: F401
-from worker.config import get_settings
-from worker.db import session_scope
+from worker.config import load_settings
 from worker.intake.app import parse_track_request, track_groups
 
 
@@ -41,7 +41,7 @@ def test_post_track_labels_every_id_of_a_group() -> None:
             {"vendor": "mentionlab", "project_id": "p1", "ids": [run], "labels": {"country": "DE"}},
         ]
     )
-    report = track_groups(parse_track_request(body), get_settings())
+    report = track_groups(parse_track_request(body), load_settings(), suite_db())
     assert (report["registered"], report["rejected"]) == (2, 1)
     # The rejected id gets no labels; the tags key is stored as one row per tag.
     assert stored() == [

@@ -17,13 +17,13 @@ from sqlalchemy import select
 from models import TrackedId, TrackedState, Vendor, utcnow
 from simulator import Dataset
 from tests.helpers import cli
-from worker.config import get_settings
-from worker.db import session_scope
+from tests.resources import session_scope, suite_db, suite_runtime
+from worker.config import load_settings
 from worker.exporter import database_registry
 from worker.intake.webhooks import apply_delivery, parse_envelope
 from worker.poller import claim_batches, process_claim
 from worker.registry import label_arguments, register
-from worker.resources import process_runtime
+from worker.vendors.mentionsapi.spec import MENTIONSAPI
 
 SEED = 13
 DATASET = Dataset(seed=SEED)
@@ -37,11 +37,17 @@ def succeeded(n: int) -> list[str]:
 def deliver_in_process(ask_id: str) -> str:
     _, data = DATASET.final_response("mentionsapi", ask_id)
     body = orjson.dumps({"id": f"evt_{ask_id}", "type": "ask.completed", "data": data})
-    envelope = parse_envelope(body, {})
+    envelope = parse_envelope(MENTIONSAPI, body, {})
     assert envelope is not None
     with session_scope() as session:
         result = apply_delivery(
-            session, envelope, body, scheme="v1", settings=get_settings(), now=utcnow()
+            session,
+            MENTIONSAPI,
+            envelope,
+            body,
+            scheme="v1",
+            settings=load_settings(),
+            now=utcnow(),
         )
     return result.result
 
@@ -69,17 +75,17 @@ def test_expect_webhook_ids_are_polled_only_after_the_grace_period(
             session,
             Vendor.MENTIONSAPI,
             label_arguments([delivered, missed_1, missed_2]),
-            settings=get_settings(),
+            settings=load_settings(),
             expect_webhook=True,
         )
-        register(session, Vendor.MENTIONSAPI, label_arguments([plain]), settings=get_settings())
+        register(session, Vendor.MENTIONSAPI, label_arguments([plain]), settings=load_settings())
 
     # Inside the grace period only the plain id is due.
     with session_scope() as session:
-        claims, _ = claim_batches(session, process_runtime(), now=utcnow())
+        claims, _ = claim_batches(session, suite_runtime(), now=utcnow())
     assert [len(c.ids) for c in claims] == [1]
     for claim in claims:
-        process_claim(process_runtime(), claim)
+        process_claim(suite_runtime(), claim)
     status = status_json()
     assert status["webhooks"]["waiting"] == 3
     assert status["webhooks"]["recovered_by_poll"] == 0
@@ -117,7 +123,7 @@ def test_expect_webhook_ids_are_polled_only_after_the_grace_period(
     human = cli("status").stdout
     assert "2 recovered by polling" in human
 
-    recovered = database_registry().get_sample_value(
+    recovered = database_registry(load_settings(), suite_db()).get_sample_value(
         "mentionsync_webhook_recovered_by_poll_ids", {"vendor": "mentionsapi"}
     )
     assert recovered == 2
@@ -129,7 +135,7 @@ def test_the_grace_period_never_reaches_into_the_at_risk_window(
     configure(WEBHOOK_GRACE_SECONDS="900", AT_RISK_HOURS="48")
     now = datetime.now(UTC)
     with session_scope() as session:
-        settings = get_settings()
+        settings = load_settings()
         # Created 29 days ago: one day left, already at risk: poll now.
         register(
             session,

@@ -32,6 +32,8 @@ class Reply:
     pad_to: int = 0
     headers: tuple[tuple[str, str], ...] = ()
     drip_seconds: float = 0.0  # send the body one byte at a time, this far apart
+    delay_seconds: float = 0.0  # think this long before answering
+    hold: threading.Event | None = None  # answer only once this is set
 
     @property
     def size(self) -> int:
@@ -63,6 +65,7 @@ class Served:
     headers: dict[str, str]
     reply: Reply
     sent: int = 0  # body bytes the socket accepted before the client went away
+    at: float = field(default_factory=time.monotonic)  # when the request arrived
 
 
 @dataclass
@@ -73,6 +76,20 @@ class VendorStub:
     scripts: dict[tuple[Vendor, str], list[Reply]] = field(default_factory=dict)
     served: list[Served] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Requests being answered now, and the most at once, by vendor.
+    active: dict[Vendor, int] = field(default_factory=dict)
+    peak: dict[Vendor, int] = field(default_factory=dict)
+    overlapped: bool = False  # both vendors were answered at the same moment
+
+    def enter(self, vendor: Vendor) -> None:
+        with self.lock:
+            self.active[vendor] = self.active.get(vendor, 0) + 1
+            self.peak[vendor] = max(self.peak.get(vendor, 0), self.active[vendor])
+            self.overlapped |= all(self.active.get(v, 0) > 0 for v in Vendor)
+
+    def leave(self, vendor: Vendor) -> None:
+        with self.lock:
+            self.active[vendor] -= 1
 
     def script(self, vendor: Vendor, external_id: str, *replies: Reply) -> None:
         self.scripts[(vendor, external_id)] = list(replies)
@@ -113,7 +130,14 @@ def _handler(stub: VendorStub) -> type[BaseHTTPRequestHandler]:
             if not record:
                 self._plain(404, b'{"error": {"code": "not_found", "message": "no script"}}')
                 return
-            self._send(record)
+            stub.enter(record.vendor)
+            try:
+                if record.reply.hold is not None:
+                    record.reply.hold.wait(60)
+                time.sleep(record.reply.delay_seconds)
+                self._send(record)
+            finally:
+                stub.leave(record.vendor)
 
         def _take(self, vendor: Vendor, external_id: str) -> Served | None:
             return stub.take(vendor, external_id, {k.lower(): v for k, v in self.headers.items()})

@@ -29,21 +29,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, or_, update
 from sqlalchemy.orm import Session
 
-from models import AlertState, TrackedId, TrackedState, WebhookDelivery, utcnow
+from models import AlertState, TrackedState, WebhookDelivery, utcnow
+from worker import tracking_reads as reads
 from worker.config import Settings
-from worker.db import session_scope
 from worker.heartbeat import read_state, stall_after, stall_reason
-from worker.status import at_risk, sample_ids
 from worker.store import dialect_insert
 
 log = logging.getLogger("mentionsync.alerts")
 
 SAMPLE = 20
 Sender = Callable[[str, dict[str, Any]], None]
-# Where a check reads and writes: the process's sessions, or the watchdog's own.
+# Where a check reads and writes (one transaction per call): the runtime's
+# database (`db.session`), or the watchdog's own engine.
 Scope = Callable[[], AbstractContextManager[Session]]
 
 STALLED = "scheduler_stalled"
@@ -62,8 +62,8 @@ def post_json(url: str, payload: dict[str, Any]) -> None:
 def _candidates(session: Session, settings: Settings, now: datetime) -> list[dict[str, Any]]:
     """Alerts that would be sent if their rate limit allowed, with their value."""
     found = []
-    risky_ids = at_risk(settings, now)
-    risky = session.scalar(select(func.count()).where(*risky_ids)) or 0
+    horizon = reads.at_risk_horizon(settings, now)
+    risky = reads.count_at_risk(session, horizon)
     if risky:
         found.append(
             {
@@ -72,11 +72,11 @@ def _candidates(session: Session, settings: Settings, now: datetime) -> list[dic
                 "value": risky,
                 "text": f"mentionsync: {risky} ids are not archived and reach their deadline "
                 f"within {settings.at_risk_hours:g} h",
-                "ids": sample_ids(session, *risky_ids, order=TrackedId.deadline_at, limit=SAMPLE),
+                "ids": reads.sample_at_risk(session, horizon, limit=SAMPLE),
             }
         )
     expired = TrackedState.EXPIRED
-    lost = session.scalar(select(func.count()).where(TrackedId.state == expired)) or 0
+    lost = reads.count_in_state(session, expired)
     state = session.get(AlertState, "lost_to_expiry")
     known = state.last_value if state is not None else 0
     if lost < known and state is not None:
@@ -92,12 +92,7 @@ def _candidates(session: Session, settings: Settings, now: datetime) -> list[dic
                 "new": lost - known,
                 "text": f"mentionsync: {lost - known} more ids were lost: the vendor's retention "
                 f"passed before they were archived ({lost} in all)",
-                "ids": sample_ids(
-                    session,
-                    TrackedId.state == expired,
-                    order=TrackedId.final_at.desc(),
-                    limit=SAMPLE,
-                ),
+                "ids": reads.sample_latest_final(session, expired, limit=SAMPLE),
             }
         )
     return found
@@ -183,12 +178,12 @@ def _take_slot(session: Session, kind: str, value: int, now: datetime, interval:
 
 
 def check_alerts(
+    scope: Scope,
     settings: Settings,
     *,
     now: datetime | None = None,
     send: Sender = post_json,
     kinds: Collection[str] = ALL_KINDS,
-    scope: Scope = session_scope,
     since: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Send the alerts of `kinds` that are due; return what was sent.
@@ -287,11 +282,11 @@ def send_test_alert(settings: Settings, send: Sender = post_json) -> str | None:
     return None
 
 
-def prune_deliveries(settings: Settings, *, now: datetime | None = None) -> int:
+def prune_deliveries(scope: Scope, settings: Settings, *, now: datetime | None = None) -> int:
     """Forget webhook events older than the retention window: the vendor cannot
     redeliver an answer it has deleted, so their ids are not needed to deduplicate."""
     cutoff = (now or utcnow()) - settings.retention
-    with session_scope() as session:
+    with scope() as session:
         result = session.execute(
             delete(WebhookDelivery).where(WebhookDelivery.received_at < cutoff)
         )

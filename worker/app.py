@@ -14,8 +14,7 @@ from celery import Celery, signals
 from kombu.entity import Queue
 
 from worker.common import is_redis_url
-from worker.config import ConfigError, Settings, get_settings
-from worker.db import reset_engine
+from worker.config import ConfigError, Settings, load_settings
 from worker.logs import setup_logging
 from worker.resources import close_process_runtime, process_runtime
 from worker.schedule import (
@@ -38,7 +37,7 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 
 def _settings() -> Settings:
     try:
-        return get_settings()
+        return load_settings()
     except ConfigError as exc:
         # `celery -A worker.app ...` then ends with what to fix, not a traceback.
         raise SystemExit(str(exc)) from None
@@ -142,8 +141,7 @@ def _stop_watching(**_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _fresh_process(**_: Any) -> None:
-    # A forked child must not reuse its parent's sockets.
-    reset_engine()
+    # A forked child must not reuse its parent's sockets: its own runtime.
     close_process_runtime()
     process_runtime()
 
@@ -154,4 +152,3 @@ def _close_process(pid: int | None = None, **_: Any) -> None:
 
     mark_process_dead(pid or os.getpid())
     close_process_runtime()
-    reset_engine()

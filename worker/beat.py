@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from worker.common import short_error
-from worker.config import Settings, get_settings
+from worker.config import Settings, load_settings
 from worker.heartbeat import (
     instance_name,
     read_state,
@@ -107,7 +107,8 @@ class HeartbeatScheduler(PersistentScheduler):
         # Created on first use: `celery beat` also builds schedulers lazily for
         # introspection, which must not write anything.
         if self._writer is None:
-            self._writer = TickWriter(get_settings())
+            # Celery builds this class itself: the beat process's settings are read here.
+            self._writer = TickWriter(load_settings())
         return self._writer
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
@@ -234,7 +235,7 @@ class Watchdog(threading.Thread):
             self._stalled = True
             self._logged_at = time.monotonic()
         if self.settings.alert_webhook_url is not None:
-            check_alerts(self.settings, kinds={STALLED}, scope=self.scope, since=self._since)
+            check_alerts(self.scope, self.settings, kinds={STALLED}, since=self._since)
         return reason
 
 

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+# Exit codes the commands share (the library returns them, the CLI exits with them).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_TIMEOUT = 2  # sync --until-done: ids still pending when the timeout passed
+EXIT_BLOCKED = 3  # sync --until-done: nothing can progress (key refused or missing)
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
+
 
 def parse_iso_utc(value: str) -> datetime:
     """An ISO 8601 timestamp in UTC; one without an offset is taken as UTC.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
-from functools import lru_cache
+from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,7 +62,15 @@ class Settings(MentionsAPISettings, MentionLabSettings, BaseSettings):
     lease_seconds: float = Field(
         300.0, gt=0, description="A claimed id is due again after this, if its batch died."
     )
-    fetch_concurrency: int = Field(8, ge=1, le=256, description="Requests in flight per batch.")
+    fetch_concurrency: int = Field(
+        256,
+        ge=1,
+        le=4096,
+        description=(
+            "Requests of one key in flight per process, at most. Below it, each process"
+            " keeps as many in flight as the key's rate times the vendor's latency call for."
+        ),
+    )
 
     # Errors.
     max_attempts: int = Field(8, ge=1, description="Consecutive retryable errors before `error`.")
@@ -179,6 +187,14 @@ class Settings(MentionsAPISettings, MentionLabSettings, BaseSettings):
         burst: float | None = getattr(self, f"{vendor}_rate_burst")
         return burst
 
+    def webhook_secrets(self, vendor: str) -> list[str]:
+        """Every secret a vendor's delivery may be signed with (comma-separated,
+        so a secret can be rotated); none for a vendor that sends no webhooks."""
+        raw: SecretStr | None = getattr(self, f"{vendor}_webhook_secret", None)
+        if raw is None:
+            return []
+        return [s.strip() for s in raw.get_secret_value().split(",") if s.strip()]
+
     def key_fingerprint(self, vendor: str) -> str:
         return fingerprint(self.api_key(vendor))
 
@@ -188,10 +204,12 @@ class ConfigError(ValueError):
     variable and what is wrong with it (never its value: it may be a secret)."""
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment, `overrides` (field names) taking
+    precedence: read anew on every call, where work starts (a CLI command, a
+    Celery process), and passed on from there."""
     try:
-        return Settings()
+        return Settings(**overrides)
     except ValidationError as exc:
         problems = [
             f"{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"

@@ -1,23 +1,19 @@
-"""Engine and session factory: one engine per process, created on first use."""
+"""The database: an engine and its session factory, built where work starts
+(`Runtime.open`, a CLI command) and passed to what needs it."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 
 import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.config import get_settings
 from worker.normalize.common import RawJSON
-
-_engine: Engine | None = None
-_engine_pid: int | None = None
-_sessionmaker: sessionmaker[Session] | None = None
 
 
 def dumps_json(value: Any) -> str:
@@ -67,30 +63,49 @@ def _sqlite_on_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def get_engine() -> Engine:
-    """The process's engine; rebuilt after a fork so children never share sockets."""
-    global _engine, _engine_pid, _sessionmaker
-    if _engine is None or _engine_pid != os.getpid():
-        if _engine is not None:
-            _engine.dispose(close=False)
-        _engine = make_engine(get_settings().database_url)
-        _engine_pid = os.getpid()
-        _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
-    return _engine
+class Database:
+    """One database: its engine (a connection pool) and session factory.
 
+    Whoever builds one disposes of it (`with Database(url) as db:`); a forked
+    child builds its own rather than share its parent's sockets. The engine is
+    created on first use, so a bad URL fails where the database is first needed
+    (inside `doctor`'s checks, say), not where the runtime is assembled.
+    """
 
-def reset_engine() -> None:
-    global _engine, _sessionmaker
-    if _engine is not None:
-        _engine.dispose()
-    _engine = None
-    _sessionmaker = None
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self._engine_kwargs = engine_kwargs
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.url, **self._engine_kwargs)
+
+    @cached_property
+    def _sessions(self) -> sessionmaker[Session]:
+        return sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One unit of work: commit at the end, roll back on any error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def dispose(self, *, close: bool = True) -> None:
+        """Close the pool's connections; `close=False` in a forked child only
+        forgets its parent's, leaving them to the parent."""
+        if "engine" in self.__dict__:
+            self.engine.dispose(close=close)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.dispose()
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """One unit of work: commit at the end, roll back on any error."""
-    get_engine()
-    assert _sessionmaker is not None
-    with _sessionmaker() as session, session.begin():
+def transaction(url: str) -> Iterator[Session]:
+    """One transaction on a database of its own, disposed of after it: for a
+    command that needs the database once."""
+    with Database(url) as db, db.session() as session:
         yield session

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,33 +32,35 @@ from models import (
     Vendor,
     utcnow,
 )
-from worker.config import get_settings
+from worker.config import Settings, load_settings
+from worker.db import Database
+from worker.vendors.registry import VENDORS
 
 console = Console()
-DEMO_KEYS = {"MENTIONSAPI_API_KEY": "lvk_test_demo", "MENTIONLAB_API_KEY": "ml_test_demo"}
 
 
 def demo_environment(directory: Path, base_url: str) -> dict[str, str]:
     directory = directory.resolve()
-    return {
+    env = {
         "DATABASE_URL": f"sqlite:///{directory / 'mentionsync.db'}",
         "CELERY_BROKER_URL": f"sqla+sqlite:///{directory / 'broker.db'}",
-        "MENTIONSAPI_BASE_URL": base_url,
-        "MENTIONLAB_BASE_URL": base_url,
-        **DEMO_KEYS,
         # The simulator finishes jobs within a couple of polls; poll it briskly.
         "POLL_TICK_SECONDS": "1",
         "POLL_INTERVAL_SECONDS": "1",
         "NOT_FOUND_RECHECK_SECONDS": "1",
         "BATCH_SIZE": "25",
-        # The demo simulator plays an Enterprise plan on both vendors.
-        "MENTIONSAPI_RATE_LIMIT": "500",
-        "MENTIONSAPI_RATE_BURST": "1000",
-        "MENTIONLAB_RATE_LIMIT": "100",
-        "MENTIONLAB_RATE_BURST": "100",
         # No Redis here: the two worker processes split each budget.
         "RATE_LIMIT_LOCAL_SHARE": "0.5",
     }
+    for vendor, spec in VENDORS.items():
+        prefix = vendor.upper()
+        env[f"{prefix}_BASE_URL"] = base_url
+        # The simulator takes any key of the vendor's shape.
+        env[f"{prefix}_API_KEY"] = f"{spec.key_prefix}test_demo"
+        # The demo simulator plays each vendor's largest plan.
+        env[f"{prefix}_RATE_LIMIT"] = f"{spec.top_budget.rate:g}"
+        env[f"{prefix}_RATE_BURST"] = f"{spec.top_budget.burst:g}"
+    return env
 
 
 def run_demo(
@@ -69,11 +72,7 @@ def run_demo(
     serve: bool = False,
     port: int = 8000,
 ) -> int:
-    from simulator import Dataset, SimConfig, run_in_thread
-    from worker.db import reset_engine, session_scope
-    from worker.migrate import upgrade
-    from worker.registry import label_arguments, register
-    from worker.status import collect_status, count_active, render_status
+    from simulator import SimConfig, run_in_thread
 
     directory.mkdir(parents=True, exist_ok=True)
     for stale in (
@@ -89,10 +88,42 @@ def run_demo(
     base_url, stop_simulator = run_in_thread(config)
     console.print(f"simulator of both vendor APIs on {base_url}")
     env = demo_environment(directory, base_url)
+    # The children (`mentionsync run`) and upgrade() read the environment too.
     os.environ.update(env)
-    get_settings.cache_clear()
-    reset_engine()
-    settings = get_settings()
+    settings = load_settings()
+    with Database(settings.database_url) as db:
+        return _run(
+            settings,
+            db,
+            directory,
+            env,
+            stop_simulator,
+            asks=asks,
+            executions=executions,
+            timeout=timeout,
+            serve=serve,
+            port=port,
+        )
+
+
+def _run(
+    settings: Settings,
+    db: Database,
+    directory: Path,
+    env: dict[str, str],
+    stop_simulator: Callable[[], None],
+    *,
+    asks: int,
+    executions: int,
+    timeout: float,
+    serve: bool,
+    port: int,
+) -> int:
+    from simulator import Dataset
+    from worker.migrate import upgrade
+    from worker.registry import label_arguments, register
+    from worker.status import collect_status, render_status
+    from worker.tracking_reads import count_active
 
     upgrade()
     dataset = Dataset(seed=7)
@@ -102,7 +133,7 @@ def run_demo(
     ask_ids = dataset.ask_ids(asks)
     added = 0
     for days_ago in range(4):
-        with session_scope() as session:
+        with db.session() as session:
             added += register(
                 session,
                 Vendor.MENTIONSAPI,
@@ -114,7 +145,7 @@ def run_demo(
     for project_id, execution_id in dataset.execution_ids(executions):
         by_project.setdefault(project_id, []).append(execution_id)
     for project_id, ids in by_project.items():
-        with session_scope() as session:
+        with db.session() as session:
             added += register(
                 session,
                 Vendor.MENTIONLAB,
@@ -126,7 +157,7 @@ def run_demo(
     # An analyst's setup (issue 14): a topic per id, and a five-brand catalog.
     from worker.analytics.demo_catalog import import_demo_catalog, label_demo_ids
 
-    with session_scope() as session:
+    with db.session() as session:
         labelled = label_demo_ids(session, directory, ask_ids, by_project)
         catalog = import_demo_catalog(session, directory)
     console.print(
@@ -150,7 +181,7 @@ def run_demo(
     try:
         while time.monotonic() - started < timeout:
             time.sleep(1.0)
-            with session_scope() as session:
+            with db.session() as session:
                 pending = count_active(session)
             console.print(
                 f"  {time.monotonic() - started:5.1f}s  pending: {pending}", highlight=False
@@ -166,10 +197,10 @@ def run_demo(
                 worker.kill()
         stop_simulator()
 
-    with session_scope() as session:
+    with db.session() as session:
         render_status(collect_status(session, settings, utcnow()), console)
         _show_rows(session)
-    charts = write_demo_charts(directory)
+    charts = write_demo_charts(db, directory)
     console.print(f"\ncharts of the archive: {', '.join(str(c) for c in charts)}", soft_wrap=True)
     console.print(
         f"\nThe archive is {directory / 'mentionsync.db'}. Look around with:\n"
@@ -220,15 +251,12 @@ def show_dashboard(database_url: str, *, serve: bool, port: int) -> int:
         return 0
     import uvicorn
 
-    from worker.db import reset_engine
     from worker.intake.app import create_app
 
     if not _port_free(port):
         taken, port = port, free_port()
         console.print(f"port {taken} is taken: the dashboard uses {port}", highlight=False)
-    os.environ["DASHBOARD_TOKEN"] = token
-    get_settings.cache_clear()
-    reset_engine()
+    settings = load_settings(database_url=database_url, dashboard_token=token)
     console.print(
         f"\n[bold]Dashboard: http://127.0.0.1:{port}/[/bold]  (log in with the token {token}; "
         "Ctrl-C stops it)",
@@ -236,14 +264,15 @@ def show_dashboard(database_url: str, *, serve: bool, port: int) -> int:
         highlight=False,
     )
     # Loopback only: the demo's token is printed on the terminal.
-    uvicorn.run(
-        create_app(),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-    )
+    with Database(database_url) as db:
+        uvicorn.run(
+            create_app(settings, db),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
     return 0
 
 
@@ -255,7 +284,7 @@ DEMO_CHARTS = (
 )
 
 
-def write_demo_charts(directory: Path) -> list[Path]:
+def write_demo_charts(db: Database, directory: Path) -> list[Path]:
     """Draw the demo archive's standard charts into `directory`."""
     from worker.analytics.charts import write_chart
     from worker.analytics.db import read_session
@@ -263,7 +292,7 @@ def write_demo_charts(directory: Path) -> list[Path]:
     from worker.analytics.reports import Filters, run_report
 
     paths = []
-    with read_session() as session:
+    with read_session(db) as session:
         for kind, by, name in DEMO_CHARTS:
             write_chart(run_report(session, kind, Filters(), by), directory / name)
             paths.append(directory / name)

@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from worker.common import is_redis_url, short_error
 from worker.config import Settings
+from worker.db import Database
 from worker.vendors.registry import VENDORS
 
 if TYPE_CHECKING:
@@ -43,13 +44,11 @@ class Check:
 # --- the probes readyz shares -----------------------------------------------------------
 
 
-def check_database(settings: Settings) -> Check:
+def check_database(settings: Settings, db: Database) -> Check:
     from sqlalchemy import text
 
-    from worker.db import get_engine
-
     try:
-        with get_engine().connect() as conn:
+        with db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:
         return Check(
@@ -61,16 +60,15 @@ def check_database(settings: Settings) -> Check:
     return Check("database", OK, _safe_url(settings.database_url))
 
 
-def check_schema(settings: Settings) -> Check:
+def check_schema(db: Database) -> Check:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from worker.db import get_engine
     from worker.migrate import alembic_config
 
     try:
         heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
-        with get_engine().connect() as conn:
+        with db.engine.connect() as conn:
             current = set(MigrationContext.configure(conn).get_current_heads())
     except Exception as exc:
         return Check("migrations", FAIL, f"cannot read the schema version: {short_error(exc)}")
@@ -123,13 +121,12 @@ def check_broker(settings: Settings) -> Check:
     return Check("broker", OK, _safe_url(url))
 
 
-def check_scheduler(settings: Settings) -> Check:
+def check_scheduler(settings: Settings, db: Database) -> Check:
     """Did a dispatch sweep run lately, and how many beats tick? (database clock)"""
-    from worker.db import session_scope
     from worker.heartbeat import read_state, stall_after, stall_reason
 
     try:
-        with session_scope() as session:
+        with db.session() as session:
             state = read_state(session.connection())
     except Exception as exc:
         return Check("scheduler", FAIL, f"cannot read the heartbeats: {short_error(exc)}")
@@ -163,7 +160,7 @@ def check_scheduler(settings: Settings) -> Check:
     return Check("scheduler", OK, detail)
 
 
-def readiness(settings: Settings) -> dict[str, Any]:
+def readiness(settings: Settings, db: Database) -> dict[str, Any]:
     """What `GET /readyz` reports: can this process do its work right now?
 
     Ready means database, schema and broker answer: what the intake needs. The
@@ -171,24 +168,23 @@ def readiness(settings: Settings) -> dict[str, Any]:
     deliveries works while beat restarts; the workers' watchdog alerts on it).
     No detail that names a host or URL: `doctor` gives those.
     """
-    database = check_database(settings)
-    schema = check_schema(settings) if database.level == OK else None
+    database = check_database(settings, db)
+    schema = check_schema(db) if database.level == OK else None
     checks = [database, *([schema] if schema is not None else []), check_broker(settings)]
     report: dict[str, Any] = {
         "ok": all(c.level != FAIL for c in checks),
         "checks": {c.name: {"ok": c.level != FAIL} for c in checks},
     }
     if schema is not None and schema.level == OK:
-        report["scheduler"] = _scheduler_ages(settings)
+        report["scheduler"] = _scheduler_ages(settings, db)
     return report
 
 
-def _scheduler_ages(settings: Settings) -> dict[str, Any] | None:
-    from worker.db import session_scope
+def _scheduler_ages(settings: Settings, db: Database) -> dict[str, Any] | None:
     from worker.heartbeat import describe, read_state
 
     try:
-        with session_scope() as session:
+        with db.session() as session:
             described = describe(read_state(session.connection()), settings)
     except Exception:
         return None  # the schema check says why
@@ -254,7 +250,7 @@ def check_configuration(settings: Settings) -> list[Check]:
             )
         )
     for spec in VENDORS.values():
-        if spec.sends_webhooks and not settings.webhook_secrets():
+        if spec.sends_webhooks and not settings.webhook_secrets(spec.vendor):
             checks.append(
                 Check(
                     "webhook secret",
@@ -330,7 +326,7 @@ def _probe_vendors(
             continue
         client = runtime.clients[vendor]
         spec = client.spec
-        tracked_project = _any_project(vendor) if spec.needs_project else None
+        tracked_project = _any_project(runtime.db, vendor) if spec.needs_project else None
         project = spec.project_for_probe(tracked_project) if spec.needs_project else ""
         sent = time.time()
         raw = client.get(Target(vendor, spec.probe_id, project))
@@ -389,14 +385,14 @@ def _probe_vendors(
     return checks, skews
 
 
-def check_clocks(settings: Settings, vendor_skews: list[tuple[str, float]]) -> list[Check]:
+def check_clocks(
+    settings: Settings, db: Database, vendor_skews: list[tuple[str, float]]
+) -> list[Check]:
     from sqlalchemy import func, select
-
-    from worker.db import get_engine
 
     skews = list(vendor_skews)
     try:
-        with get_engine().connect() as conn:
+        with db.engine.connect() as conn:
             before = time.time()
             db_now = conn.execute(select(func.now())).scalar_one()
             after = time.time()
@@ -438,34 +434,33 @@ def check_clocks(settings: Settings, vendor_skews: list[tuple[str, float]]) -> l
     return checks
 
 
-def run_checks(settings: Settings, *, vendors: bool = True) -> list[Check]:
+def run_checks(settings: Settings, db: Database, *, vendors: bool = True) -> list[Check]:
     checks = check_configuration(settings)
-    database = check_database(settings)
+    database = check_database(settings, db)
     checks.append(database)
-    schema = check_schema(settings) if database.level == OK else None
+    schema = check_schema(db) if database.level == OK else None
     if schema is not None:
         checks.append(schema)
     checks.append(check_broker(settings))
     # Behind the code, the heartbeat table may not exist yet: the schema says why.
     if schema is not None and schema.level == OK:
-        checks.append(check_scheduler(settings))
+        checks.append(check_scheduler(settings, db))
     if (shared := check_shared_redis(settings)) is not None:
         checks.append(shared)
     skews: list[tuple[str, float]] = []
     if vendors:
         vendor_checks, skews = check_vendors(settings)
         checks.extend(vendor_checks)
-    checks.extend(check_clocks(settings, skews))
+    checks.extend(check_clocks(settings, db, skews))
     return checks
 
 
-def _any_project(vendor: Any) -> str | None:
+def _any_project(db: Database, vendor: Any) -> str | None:
     """A project this deployment tracks for a vendor whose requests name one."""
-    from worker.db import session_scope
     from worker.tracking import any_project
 
     try:
-        with session_scope() as session:
+        with db.session() as session:
             return any_project(session, vendor)
     except Exception:
         return None
@@ -497,16 +492,15 @@ _MARKS: dict[str, Callable[[str], str]] = {
 @click.command("doctor")
 @click.option("--no-vendors", is_flag=True, help="Skip the requests to the vendor APIs.")
 @click.option("--test-alert", is_flag=True, help="Also send a test alert to ALERT_WEBHOOK_URL.")
-def doctor(no_vendors: bool, test_alert: bool) -> None:
+@click.pass_obj
+def doctor(settings: Settings, no_vendors: bool, test_alert: bool) -> None:
     """Check configuration, database, migrations, broker, vendors and clocks.
 
     Exit code 0 when nothing failed (warnings allowed), 1 otherwise.
     """
-    from worker.config import get_settings
-
     out = Console()
-    settings = get_settings()
-    checks = run_checks(settings, vendors=not no_vendors)
+    with Database(settings.database_url) as db:
+        checks = run_checks(settings, db, vendors=not no_vendors)
     if test_alert:
         from worker.alerts import send_test_alert
 

@@ -16,22 +16,26 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from models import utcnow
+from worker.config import Settings
+from worker.db import Database
 
 
 class DatabaseCollector(Collector):
     """Deployment-wide gauges, read from the database at every scrape."""
 
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+
     def collect(self) -> Iterator[Any]:
-        from worker.config import get_settings
-        from worker.db import session_scope
         from worker.status import gauge_values
 
         up = GaugeMetricFamily(
             "mentionsync_database_up", "1 if the exporter could read the database."
         )
         try:
-            with session_scope() as session:
-                values = gauge_values(session, get_settings(), utcnow())
+            with self.db.session() as session:
+                values = gauge_values(session, self.settings, utcnow())
         except Exception:  # a scrape must answer, and say the database is down
             up.add_metric([], 0)
             yield up
@@ -73,16 +77,16 @@ def _families(values: dict[str, list[tuple[dict[str, str], float]]]) -> Iterator
         yield family
 
 
-def database_registry() -> CollectorRegistry:
+def database_registry(settings: Settings, db: Database) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector())
+    registry.register(DatabaseCollector(settings, db))
     return registry
 
 
-def exporter_registry() -> CollectorRegistry:
+def exporter_registry(settings: Settings, db: Database) -> CollectorRegistry:
     """What `mentionsync metrics` serves: the database gauges, plus the process
     counters of this machine when workers share a multiprocess directory with it."""
-    registry = database_registry()
+    registry = database_registry(settings, db)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
     return registry

@@ -126,7 +126,8 @@ def secrets_of(settings: Settings) -> list[str]:
         )
         if s is not None
     ]
-    found.extend(settings.webhook_secrets())
+    for vendor in Vendor:
+        found.extend(settings.webhook_secrets(vendor))
     for url in (settings.database_url, settings.celery_broker_url, settings.redis_url):
         password = urlsplit(url).password if url else None
         if password:

@@ -74,11 +74,14 @@ class RatePlan(Protocol):
     @property
     def safe_budget(self) -> Budget: ...
 
-    def budget_from_limit(self, limit: float) -> Budget: ...
+    def budget_from_limit(self, limit: float, window: float | None = None) -> Budget: ...
 
 
-def budget_from_headers(plan: RatePlan, headers: httpx.Headers) -> Budget | None:
-    """What the vendor's headers say about the key's plan, if anything."""
+def budget_from_headers(
+    plan: RatePlan, headers: httpx.Headers, window: float | None = None
+) -> Budget | None:
+    """What the vendor's headers say about the key's plan, if anything; `window`:
+    the longest time to X-RateLimit-Reset seen so far, if the vendor sends it."""
     raw = headers.get("x-ratelimit-limit")
     try:
         limit = float(raw) if raw is not None else math.nan
@@ -86,7 +89,17 @@ def budget_from_headers(plan: RatePlan, headers: httpx.Headers) -> Budget | None
         return None
     if not math.isfinite(limit) or limit < 1:
         return None
-    return plan.budget_from_limit(limit)
+    return plan.budget_from_limit(limit, window)
+
+
+def reset_window(headers: httpx.Headers, now: float) -> float | None:
+    """Seconds until X-RateLimit-Reset (epoch seconds), if it is there and ahead."""
+    raw = headers.get("x-ratelimit-reset")
+    try:
+        seconds = float(raw) - now if raw is not None else math.nan
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 # A vendor's Retry-After or reset header is honoured up to this many seconds
@@ -175,6 +188,14 @@ class RateLimiter(Protocol):
     @property
     def budget(self) -> Budget:
         """The key's budget as currently known."""
+
+    @property
+    def known(self) -> bool:
+        """Whether the budget is settled: configured, read from a header, or the
+        safe default after an answer that carried none."""
+
+    def take(self, max_wait: float) -> tuple[bool, float]:
+        """Reserve a slot within max_wait: (True, wait until it) or (False, wait)."""
 
     def acquire(self, max_wait: float) -> float | None:
         """Wait for a request slot. None: send now. A number: the wait that was
@@ -348,6 +369,8 @@ class KeyBudget:
         self.bucket = bucket
         self.configured = configured
         self.learned: Budget | None = None
+        self.answered = False  # any answer seen, with or without rate headers
+        self._window: float | None = None  # longest time to X-RateLimit-Reset seen
         self._sleep = sleep
         self._clock = clock
         self._lock = threading.Lock()
@@ -362,7 +385,14 @@ class KeyBudget:
             return self.learned
         return self.plan.safe_budget
 
-    def acquire(self, max_wait: float) -> float | None:
+    @property
+    def known(self) -> bool:
+        return self.configured is not None or self.learned is not None or self.answered
+
+    def take(self, max_wait: float) -> tuple[bool, float]:
+        """Reserve this key's next slot if it comes within `max_wait` seconds:
+        (True, seconds until it) or (False, seconds the caller would wait). The
+        caller sleeps until its slot, with time.sleep or asyncio.sleep."""
         max_wait = max(0.0, max_wait)
         with self._lock:
             now = self._clock()
@@ -374,12 +404,18 @@ class KeyBudget:
                 n = max(1, min(PREFETCH_SLOTS, int(budget.effective_rate * PREFETCH_SECONDS)))
                 granted, wait = self.bucket.reserve_many(budget, n, max_wait)
                 if not granted:
-                    return wait
+                    return False, wait
                 self._slots.extend(now + max(0.0, wait + i * interval) for i in range(granted))
             wait = self._slots[0] - now
             if wait > max_wait:
-                return wait  # kept for a caller that may wait longer
+                return False, wait  # kept for a caller that may wait longer
             self._slots.popleft()
+        return True, max(0.0, wait)
+
+    def acquire(self, max_wait: float) -> float | None:
+        granted, wait = self.take(max_wait)
+        if not granted:
+            return wait
         if wait > 0:
             self._sleep(wait)
         return None
@@ -387,8 +423,14 @@ class KeyBudget:
     def observe(self, status: int | None, headers: httpx.Headers) -> None:
         if status is None:
             return
+        self.answered = True
         if self.configured is None:
-            learned = budget_from_headers(self.plan, headers)
+            # The longest window seen: a minute's window read near its end must not
+            # pass for a second's.
+            window = reset_window(headers, time.time())
+            if window is not None:
+                self._window = max(self._window or 0.0, window)
+            learned = budget_from_headers(self.plan, headers, self._window)
             if learned is not None and learned != self.learned:
                 log.info(
                     "%s rate budget from headers: %.1f/s, burst %.0f",

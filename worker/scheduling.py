@@ -146,6 +146,28 @@ def in_flight_capacity(settings: Settings, budget: Budget) -> int:
     return min(settings.max_in_flight, max(settings.batch_size, fetchable))
 
 
+# A batch holds at most this many round trips of one process's places for a key.
+BATCH_ROUND_TRIPS = 4
+
+
+def batch_ids(settings: Settings) -> int:
+    """Ids per fetch batch: BATCH_SIZE, but no more than BATCH_ROUND_TRIPS round
+    trips of a process's places for a key (FETCH_CONCURRENCY): a few large
+    batches cannot be spread evenly over the processes that fetch them."""
+    return max(1, min(settings.batch_size, BATCH_ROUND_TRIPS * settings.fetch_concurrency))
+
+
+def claim_room(settings: Settings, budget: Budget, *, known: bool, held: int) -> int:
+    """How many more ids of a key one claim may take, with `held` in flight."""
+    if not known:
+        # This process has not heard from the key yet: `budget` is the plan's safe
+        # default, which other processes' ids in flight may already exceed. One
+        # batch at a time (within MAX_IN_FLIGHT) lets it learn the budget from the
+        # answers instead of never claiming again.
+        return min(settings.batch_size, settings.max_in_flight - held)
+    return in_flight_capacity(settings, budget) - held
+
+
 def released_until(
     now: datetime,
     settings: Settings,

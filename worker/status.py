@@ -2,91 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import ColumnElement, and_, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import (
-    ACTIVE_STATES,
-    SAVABLE_STATES,
-    QuarantinedPayload,
-    TrackedId,
-    TrackedState,
-    Vendor,
-)
-from models.tracking import RECOVERED_PREDICATE
+from models import ACTIVE_STATES, QuarantinedPayload, TrackedState, Vendor
+from worker import tracking_reads as reads
 from worker.accounts import account_gate
 from worker.config import Settings
 from worker.heartbeat import describe, read_state
 from worker.vendors.registry import VENDORS
-
-SAMPLE = 10
-
-
-def at_risk(settings: Settings, now: datetime) -> tuple[ColumnElement[bool], ...]:
-    """Ids not archived whose deadline is within AT_RISK_HOURS, and that can still
-    be saved: the active ones, and those in `error` or `invalid_payload` that
-    `mentionsync retry` would bring back."""
-    return (
-        TrackedId.state.in_(SAVABLE_STATES),
-        TrackedId.deadline_at <= now + timedelta(hours=settings.at_risk_hours),
-    )
-
-
-def sample_ids(
-    session: Session, *where: Any, order: Any, limit: int = SAMPLE
-) -> list[dict[str, Any]]:
-    """A few tracked ids matching `where`, as shown by `status` and in alerts."""
-    rows = session.execute(
-        select(
-            TrackedId.vendor,
-            TrackedId.project_id,
-            TrackedId.external_id,
-            TrackedId.state,
-            TrackedId.registered_at,
-            TrackedId.deadline_at,
-            TrackedId.last_http_status,
-            TrackedId.last_error,
-        )
-        .where(*where)
-        .order_by(order)
-        .limit(limit)
-    ).all()
-    return [
-        {
-            "vendor": r.vendor.value,
-            "project_id": r.project_id or None,
-            "external_id": r.external_id,
-            "state": r.state.value,
-            "registered_at": r.registered_at.isoformat(),
-            "deadline_at": r.deadline_at.isoformat(),
-            "last_http_status": r.last_http_status,
-            "last_error": r.last_error,
-        }
-        for r in rows
-    ]
 
 
 def collect_status(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
     counts: dict[str, dict[str, int]] = {
         v.value: {s.value: 0 for s in TrackedState} for v in Vendor
     }
-    for vendor, state, n in session.execute(
-        select(TrackedId.vendor, TrackedId.state, func.count()).group_by(
-            TrackedId.vendor, TrackedId.state
-        )
-    ):
+    for (vendor, state), n in reads.counts_by_state(session).items():
         counts[vendor.value][state.value] = n
     totals = {s.value: sum(c[s.value] for c in counts.values()) for s in TrackedState}
 
-    active = TrackedId.state.in_(ACTIVE_STATES)
-    risky = at_risk(settings, now)
-    at_risk_count = session.scalar(select(func.count()).where(*risky)) or 0
+    horizon = reads.at_risk_horizon(settings, now)
+    at_risk_count = reads.count_at_risk(session, horizon)
 
     accounts = {}
     for vendor in Vendor:
@@ -98,8 +40,8 @@ def collect_status(session: Session, settings: Settings, now: datetime) -> dict[
             "paused": reason,
         }
 
-    oldest = sample_ids(session, active, order=TrackedId.registered_at, limit=1)
-    nearest = sample_ids(session, active, order=TrackedId.deadline_at, limit=1)
+    oldest = reads.sample_oldest_active(session, limit=1)
+    nearest = reads.sample_nearest_deadline(session, limit=1)
     return {
         "now": now.isoformat(),
         "counts": counts,
@@ -111,19 +53,15 @@ def collect_status(session: Session, settings: Settings, now: datetime) -> dict[
         "at_risk": {
             "hours": settings.at_risk_hours,
             "count": at_risk_count,
-            "ids": sample_ids(session, *risky, order=TrackedId.deadline_at),
+            "ids": reads.sample_at_risk(session, horizon),
         },
         "lost_to_expiry": {
             "count": totals[TrackedState.EXPIRED.value],
-            "ids": sample_ids(
-                session, TrackedId.state == TrackedState.EXPIRED, order=TrackedId.final_at.desc()
-            ),
+            "ids": reads.sample_latest_final(session, TrackedState.EXPIRED),
         },
         "errors": {
             "count": totals[TrackedState.ERROR.value],
-            "ids": sample_ids(
-                session, TrackedId.state == TrackedState.ERROR, order=TrackedId.final_at.desc()
-            ),
+            "ids": reads.sample_latest_final(session, TrackedState.ERROR),
         },
         "quarantined": session.scalar(select(func.count()).select_from(QuarantinedPayload)) or 0,
         "accounts": accounts,
@@ -140,20 +78,8 @@ def refused_projects(session: Session) -> list[dict[str, Any]]:
     reason. The key keeps working for every other project; these ids use up
     their attempts and end in `error`."""
     vendors = [v for v, spec in VENDORS.items() if spec.needs_project]
-    rows = session.execute(
-        select(
-            TrackedId.vendor,
-            TrackedId.project_id,
-            TrackedId.state,
-            func.count(),
-            func.max(TrackedId.last_error),
-        )
-        .where(TrackedId.vendor.in_(vendors), TrackedId.last_http_status == 403)
-        .group_by(TrackedId.vendor, TrackedId.project_id, TrackedId.state)
-        .order_by(TrackedId.vendor, TrackedId.project_id)
-    ).all()
     projects: dict[tuple[str, str], dict[str, Any]] = {}
-    for vendor, project, state, n, reason in rows:
+    for vendor, project, state, n, reason in reads.refused_project_counts(session, vendors):
         entry = projects.setdefault(
             (vendor.value, project),
             {"vendor": vendor.value, "project_id": project, "ids": 0, "states": {}},
@@ -165,30 +91,13 @@ def refused_projects(session: Session) -> list[dict[str, Any]]:
 
 
 def _webhooks(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
-    waiting = session.scalar(select(func.count()).where(_waiting(now))) or 0
-    by_webhook = (
-        session.scalar(select(func.count()).where(TrackedId.webhook_archived_at.is_not(None))) or 0
-    )
-    recovered = session.scalar(select(func.count()).select_from(TrackedId).where(_RECOVERED)) or 0
     return {
         "grace_seconds": settings.webhook_grace_seconds,
-        "waiting": waiting,
-        "archived_by_webhook": by_webhook,
-        "recovered_by_poll": recovered,
-        "recovered_ids": sample_ids(session, _RECOVERED, order=TrackedId.archived_at.desc()),
+        "waiting": reads.count_waiting_for_webhook(session, now),
+        "archived_by_webhook": reads.count_archived_by_webhook(session),
+        "recovered_by_poll": reads.count_recovered_by_poll(session),
+        "recovered_ids": reads.sample_recovered_by_poll(session),
     }
-
-
-# Matches the partial index ix_tracked_ids_recovered_by_poll.
-_RECOVERED = text(RECOVERED_PREDICATE)
-
-
-def _waiting(now: datetime) -> Any:
-    return and_(
-        TrackedId.state == TrackedState.TRACKED,
-        TrackedId.webhook_grace_until.is_not(None),
-        TrackedId.webhook_grace_until > now,
-    )
 
 
 def gauge_values(
@@ -197,46 +106,31 @@ def gauge_values(
     """The database gauges of the metrics exporter, by vendor (and state)."""
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
     counts = {(v, s): 0 for v in Vendor for s in TrackedState}
-    for vendor, state, n in session.execute(
-        select(TrackedId.vendor, TrackedId.state, func.count()).group_by(
-            TrackedId.vendor, TrackedId.state
-        )
-    ):
-        counts[(vendor, state)] = n
+    counts.update(reads.counts_by_state(session))
     out["ids"] = [({"vendor": v.value, "state": s.value}, n) for (v, s), n in counts.items()]
 
-    def per_vendor(name: str, stmt: Any, value: Any = float) -> None:
-        found = {vendor: x for vendor, x in session.execute(stmt) if x is not None}
+    def per_vendor(name: str, found: dict[Vendor, Any], value: Any = float) -> None:
         out[name] = [({"vendor": v.value}, value(found[v]) if v in found else 0.0) for v in Vendor]
 
-    active = TrackedId.state.in_(ACTIVE_STATES)
-    by_vendor = TrackedId.vendor
     per_vendor(
         "oldest_pending_age_seconds",
-        select(by_vendor, func.min(TrackedId.registered_at)).where(active).group_by(by_vendor),
+        reads.oldest_active_registration(session),
         lambda t: max(0.0, (now - t).total_seconds()),
     )
     per_vendor(
         "nearest_deadline_seconds",
-        select(by_vendor, func.min(TrackedId.deadline_at)).where(active).group_by(by_vendor),
+        reads.nearest_active_deadline(session),
         lambda t: (t - now).total_seconds(),
     )
     per_vendor(
-        "at_risk_ids",
-        select(by_vendor, func.count()).where(*at_risk(settings, now)).group_by(by_vendor),
+        "at_risk_ids", reads.at_risk_by_vendor(session, reads.at_risk_horizon(settings, now))
     )
     out["lost_to_expiry_ids"] = [
         ({"vendor": v.value}, counts[(v, TrackedState.EXPIRED)]) for v in Vendor
     ]
     out["error_ids"] = [({"vendor": v.value}, counts[(v, TrackedState.ERROR)]) for v in Vendor]
-    per_vendor(
-        "webhook_waiting_ids",
-        select(by_vendor, func.count()).where(_waiting(now)).group_by(by_vendor),
-    )
-    per_vendor(
-        "webhook_recovered_by_poll_ids",
-        select(by_vendor, func.count()).where(_RECOVERED).group_by(by_vendor),
-    )
+    per_vendor("webhook_waiting_ids", reads.waiting_for_webhook_by_vendor(session, now))
+    per_vendor("webhook_recovered_by_poll_ids", reads.recovered_by_poll_by_vendor(session))
     out["account_paused"] = [
         ({"vendor": v.value}, 0.0 if account_gate(session, v, settings, now) is None else 1.0)
         for v in Vendor
@@ -251,11 +145,6 @@ def gauge_values(
         out[f"scheduler_{name}"] = [({}, age)] if age is not None else []
     out["scheduler_beats_ticking"] = [({}, scheduler["beats_ticking"])]
     return out
-
-
-def count_active(session: Session) -> int:
-    """Ids not yet in a final state."""
-    return session.scalar(select(func.count()).where(TrackedId.state.in_(ACTIVE_STATES))) or 0
 
 
 def escaped(value: Any) -> Any:

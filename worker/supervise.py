@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -250,5 +251,14 @@ class Supervisor:
         log.info("stopped")
 
 
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The worker's and beat's environment: ours, with the log format and level
+    as this command resolved them (`--log-format`/`--log-level` win over the
+    environment), since the children read their settings from it."""
+    return {**os.environ, "LOG_FORMAT": settings.log_format, "LOG_LEVEL": settings.log_level}
+
+
 def supervise(settings: Settings, *, loglevel: str, concurrency: int | None) -> int:
-    return Supervisor(settings, loglevel=loglevel, concurrency=concurrency).run()
+    return Supervisor(
+        settings, loglevel=loglevel, concurrency=concurrency, env=child_environment(settings)
+    ).run()

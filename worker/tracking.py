@@ -2,8 +2,9 @@
 the intake and the CLI make goes through a named function here.
 
 Transactions belong to the caller: each function runs in the session it is
-given and never commits. (Reports on the table, read-only, are in
-worker/status.py and worker/alerts.py.)
+given and never commits. What operators read of the table (counts, ages,
+samples for status, alerts, gauges and the dashboard) is its other half,
+worker/tracking_reads.py; nothing else issues SQL against tracked_ids.
 """
 
 from __future__ import annotations
@@ -327,6 +328,16 @@ def next_due(session: Session) -> datetime | None:
     return session.scalar(
         select(func.min(TrackedId.next_poll_at)).where(TrackedId.state.in_(ACTIVE_STATES))
     )
+
+
+def pending_by_vendor(session: Session) -> dict[Vendor, int]:
+    """Ids not yet final, by vendor (vendors with none left out)."""
+    rows = session.execute(
+        select(TrackedId.vendor, func.count())
+        .where(TrackedId.state.in_(ACTIVE_STATES))
+        .group_by(TrackedId.vendor)
+    )
+    return dict(rows.tuples().all())
 
 
 def active_vendors(session: Session) -> set[Vendor]:

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from models import Vendor
-from worker.config import get_settings
-from worker.db import session_scope
+from tests.resources import session_scope
+from worker.config import load_settings
 from worker.migrate import upgrade
 from worker.registry import label_arguments, register
 from worker.store import upsert_answers
@@ -200,7 +200,7 @@ def at(text: str) -> datetime:
 
 
 def load_archive() -> None:
-    settings = get_settings()
+    settings = load_settings()
 
     def track(ids: list[str], **kwargs: Any) -> None:
         with session_scope() as session:

@@ -13,8 +13,8 @@ import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 
 from tests.helpers import cli
+from tests.resources import read_session
 from worker.analytics.charts import chart_series, draw_chart, write_chart
-from worker.analytics.db import read_session
 from worker.analytics.reports import KINDS, Filters, run_report
 from worker.migrate import upgrade
 

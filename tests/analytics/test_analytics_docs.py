@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import ROOT
-from worker.db import session_scope
+from tests.resources import session_scope
 
 DOC = (ROOT / "docs" / "analytics.md").read_text(encoding="utf-8")
 SNIPPETS = re.findall(r"```sql\n(.*?)```", DOC, flags=re.DOTALL)

@@ -36,10 +36,10 @@ from sqlalchemy.types import TypeEngine
 
 from models import QuarantinedPayload, TrackedId, Vendor, metadata
 from tests.helpers import cli
+from tests.resources import session_scope, suite_db
 from worker.analytics import parquet
 from worker.analytics.export import export, exportable
 from worker.analytics.views import VIEWS
-from worker.db import session_scope
 
 NAMES = [
     "mention_facts",
@@ -142,7 +142,7 @@ def test_round_trip(
         table = TABLES[name]
         path = tmp_path / f"{name}.{fmt}"
         # Small batches: the rows cross several fetches.
-        written = export(name, fmt, path, batch_rows=3)
+        written = export(suite_db(), name, fmt, path, batch_rows=3)
         expected = from_database(table)
         assert expected, f"the fixture leaves {name} empty"
         assert written == len(expected)
@@ -181,12 +181,14 @@ def test_every_table_and_view_takes_since_and_until(archive: str, tmp_path: Path
     for name, table in exportable().items():
         path = tmp_path / f"{name}.jsonl"
         since, until = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
-        written = export(name, "jsonl", path, since=since, until=until)
+        written = export(suite_db(), name, "jsonl", path, since=since, until=until)
         everything = from_database(table)
         assert written <= len(everything), name
     # The fixture archived (fetched) nearly everything on the 20th; the window
     # before it leaves out all but ask_a5 and what hangs off it.
-    early = export("asks", "jsonl", tmp_path / "a.jsonl", until=datetime(2026, 11, 19, tzinfo=UTC))
+    early = export(
+        suite_db(), "asks", "jsonl", tmp_path / "a.jsonl", until=datetime(2026, 11, 19, tzinfo=UTC)
+    )
     assert early == 1
 
 
@@ -233,7 +235,7 @@ def test_export_streams(backend: str, tmp_path: Path) -> None:
             session.execute(TrackedId.__table__.insert(), list(_tracked_rows(start, n)))
 
     def export_all() -> None:
-        export("tracked_ids", "jsonl", path, batch_rows=500)
+        export(suite_db(), "tracked_ids", "jsonl", path, batch_rows=500)
 
     add_rows(0, 10_000)
     export_all()  # warm up: imports and compiled statements are not the rows' cost

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.analytics.conftest import at
-from worker.analytics.db import read_session
+from tests.resources import read_session
 from worker.analytics.reports import Filters, Report, run_report
 
 

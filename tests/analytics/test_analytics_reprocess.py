@@ -9,8 +9,8 @@ from sqlalchemy import delete, update
 from models import Ask, AskBrandMention, JobExecution, Vendor
 from tests.analytics.conftest import A2
 from tests.helpers import ARCHIVE_MODELS, archive_snapshot, cli
+from tests.resources import session_scope, suite_db
 from worker.analytics.reprocess import reprocess
-from worker.db import session_scope
 
 CHILDREN = tuple(m for m in ARCHIVE_MODELS if m not in (Ask, JobExecution))
 
@@ -91,6 +91,6 @@ def test_reprocess_reports_progress_batch_by_batch(archive: str) -> None:
     # What the progress bar (or, in a log, the periodic line) is fed: one call
     # per batch, adding up to every stored answer.
     calls: list[int] = []
-    result = reprocess(list(Vendor), batch_size=2, progress=calls.append)
+    result = reprocess(suite_db(), list(Vendor), batch_size=2, progress=calls.append)
     assert result.answers == sum(calls) == 9
     assert calls == [2, 2, 1, 2, 2]  # 5 asks, then 4 runs, two at a time

@@ -17,8 +17,8 @@ from tests.analytics.conftest import (
     _run,
     at,
 )
+from tests.resources import session_scope, suite_db
 from worker.analytics.views import VIEWS, answer_facts, citation_facts, mention_facts
-from worker.db import get_engine, session_scope
 from worker.store import upsert_answers
 from worker.vendors.mentionlab.normalize import normalize_execution
 from worker.vendors.mentionsapi.normalize import normalize_ask
@@ -32,7 +32,7 @@ def rows(table: Any, *columns: str) -> list[tuple[Any, ...]]:
 
 def test_declared_columns_match_the_views(backend: str) -> None:
     # worker/analytics/views.py must describe what the migration created.
-    inspector = inspect(get_engine())
+    inspector = inspect(suite_db().engine)
     for name, table in VIEWS.items():
         assert [c["name"] for c in inspector.get_columns(name)] == table.c.keys(), name
 

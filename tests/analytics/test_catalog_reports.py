@@ -31,6 +31,7 @@ from sqlalchemy import select
 from models import AnswerLabel, LabelScope, Vendor
 from tests.analytics.conftest import FETCHED, L1_ID, PROJECT, _ask, _mention, at
 from tests.helpers import cli
+from tests.resources import read_session, session_scope
 from worker.analytics.catalog import (
     add_brand,
     group_names,
@@ -39,13 +40,11 @@ from worker.analytics.catalog import (
     suggest,
 )
 from worker.analytics.compare import change, compare
-from worker.analytics.db import read_session
 from worker.analytics.labels import LabelledId, store_labels
 from worker.analytics.reports import OTHERS, Filters, Report, run_report
 from worker.analytics.stats import difference, wilson
 from worker.analytics.views import citation_facts, label_facts, mention_facts
-from worker.config import get_settings
-from worker.db import session_scope
+from worker.config import load_settings
 from worker.normalize.names import suggest_key
 from worker.registry import label_arguments, register
 from worker.store import upsert_answers
@@ -86,7 +85,7 @@ def add_variant_ask() -> None:
             session,
             Vendor.MENTIONSAPI,
             label_arguments(["ask_v1"]),
-            settings=get_settings(),
+            settings=load_settings(),
             created_at=at("2026-11-12T10:00:00Z"),
             now=FETCHED,
         )

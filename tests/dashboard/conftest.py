@@ -119,8 +119,8 @@ def register_over_days(asks: list[str], days: int) -> None:
     """Track ask ids spread over the last `days` days: asks carry no time of
     their own, and --created-at gives them one, as `mentionsync demo` does."""
     from models import Vendor, utcnow
-    from worker.config import get_settings
-    from worker.db import session_scope
+    from tests.resources import session_scope
+    from worker.config import load_settings
     from worker.registry import label_arguments, register
 
     for day in range(days):
@@ -129,6 +129,6 @@ def register_over_days(asks: list[str], days: int) -> None:
                 session,
                 Vendor.MENTIONSAPI,
                 label_arguments(asks[day::days]),
-                settings=get_settings(),
+                settings=load_settings(),
                 created_at=utcnow() - timedelta(days=day, hours=1),
             )

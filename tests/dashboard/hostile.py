@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from models import Vendor
-from worker.config import get_settings
-from worker.db import session_scope
+from tests.resources import session_scope
+from worker.config import load_settings
 from worker.registry import label_arguments, register
 from worker.store import upsert_answers
 from worker.vendors.mentionsapi.normalize import normalize_ask
@@ -46,7 +46,7 @@ def _ask(ask_id: str, brand: str, content: str, url: str, domain: str) -> dict[s
 
 def load_hostile_archive() -> None:
     """Two asks a day apart: one full of script, one plain."""
-    settings = get_settings()
+    settings = load_settings()
     now = datetime.now(UTC)
     bodies = {
         HOSTILE_ID: _ask(HOSTILE_ID, SCRIPT_BRAND, SCRIPT_TEXT, SCRIPT_URL, SCRIPT_DOMAIN),

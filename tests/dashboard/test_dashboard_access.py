@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from tests.dashboard.conftest import TOKEN
 from tests.dashboard.hostile import HOSTILE_ID, PLAIN_ID, load_hostile_archive
-from worker.config import get_settings
+from worker.config import load_settings
 from worker.dashboard.app import Dashboard
 from worker.dashboard.auth import COOKIE, SESSION_SECONDS, Sessions, local_target
 
@@ -36,7 +36,7 @@ DATA = ("Acme", "Globex", HOSTILE_ID, PLAIN_ID, "g.example", "archived")
 
 
 def guarded_route_names() -> set[str]:
-    settings = get_settings().model_copy(update={"dashboard_token": SecretStr(TOKEN)})
+    settings = load_settings().model_copy(update={"dashboard_token": SecretStr(TOKEN)})
     routes = Dashboard(settings, read_session=lambda: None).routes()  # type: ignore[arg-type,return-value]
     public = {"login", "login_submit", "logout", "dashboard_static"}
     return {r.name for r in routes if isinstance(r, Route) and r.name not in public}

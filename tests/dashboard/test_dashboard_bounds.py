@@ -8,10 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.fixtures.bodies import ask_body
-from worker.analytics.db import read_session
+from tests.resources import read_session, session_scope
 from worker.analytics.reports import Filters, run_report
 from worker.dashboard import queries
-from worker.db import session_scope
 from worker.store import upsert_answers
 from worker.vendors.mentionsapi.normalize import normalize_ask
 

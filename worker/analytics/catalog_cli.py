@@ -17,6 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from models import AliasKind, LabelScope, Vendor
+from worker.config import Settings
+from worker.db import Database
 
 err = Console(stderr=True)
 out = Console()
@@ -79,6 +81,7 @@ def read_id_file(file: TextIO) -> tuple[list[Any], list[Any]]:
 
 
 def track_labels(
+    db: Database,
     vendor: Vendor,
     project_id: str,
     ids: tuple[str, ...],
@@ -87,12 +90,11 @@ def track_labels(
 ) -> int:
     """After `track` registered the ids: store the CSV's and the options' labels."""
     from worker.analytics.labels import LabelledId, store_labels
-    from worker.db import session_scope
 
     entries = [LabelledId(f"argument {i}", v) for i, v in enumerate(ids, start=1)]
     if not common and not any(r.labels for r in rows):
         return 0
-    with session_scope() as session:
+    with db.session() as session:
         # Ids registration rejected are rejected here too, and reported once (by track).
         labelled, _ = store_labels(
             session, vendor, [*entries, *rows], project_id=project_id, common=common
@@ -116,7 +118,9 @@ def brands() -> None:
 @click.option("--exact", "exact", multiple=True, help="A spelling matched exactly.")
 @click.option("--display-key", "keys", multiple=True, help="A MentionLab entity displayKey.")
 @click.option("--domain", "domains", multiple=True, help="The brand's web domain (repeatable).")
+@click.pass_obj
 def brands_add(
+    settings: Settings,
     name: str,
     own: bool | None,
     group: str | None,
@@ -127,7 +131,7 @@ def brands_add(
 ) -> None:
     """Add brand NAME (or update it); its name always matches ignoring case and accents."""
     from worker.analytics.catalog import CatalogError, add_brand
-    from worker.db import session_scope
+    from worker.db import transaction
 
     given = [
         *((AliasKind.NAME, a) for a in aliases),
@@ -135,7 +139,7 @@ def brands_add(
         *((AliasKind.DISPLAY_KEY, a) for a in keys),
     ]
     try:
-        with session_scope() as session:
+        with transaction(settings.database_url) as session:
             add_brand(session, name, own=own, group=group, aliases=given, domains=domains)
     except CatalogError as exc:
         _fail(exc)
@@ -152,16 +156,17 @@ def brands_add(
     show_default=True,
     help="name: ignoring case and accents; exact; display_key: a MentionLab displayKey.",
 )
-def brands_alias(brand: str, aliases: tuple[str, ...], match: str) -> None:
+@click.pass_obj
+def brands_alias(settings: Settings, brand: str, aliases: tuple[str, ...], match: str) -> None:
     """Make ALIASES resolve to the catalog brand BRAND."""
     from sqlalchemy import select
 
     from models import CatalogBrand
     from worker.analytics.catalog import CatalogError, add_alias
-    from worker.db import session_scope
+    from worker.db import transaction
 
     try:
-        with session_scope() as session:
+        with transaction(settings.database_url) as session:
             row = session.scalar(select(CatalogBrand).where(CatalogBrand.name == brand))
             if row is None:
                 raise CatalogError(f"no brand {brand!r} in the catalog: `mentionsync brands add`")
@@ -173,12 +178,13 @@ def brands_alias(brand: str, aliases: tuple[str, ...], match: str) -> None:
 
 @brands.command("remove")
 @click.argument("name")
-def brands_remove(name: str) -> None:
+@click.pass_obj
+def brands_remove(settings: Settings, name: str) -> None:
     """Remove brand NAME with its aliases and domains."""
     from worker.analytics.catalog import remove_brand
-    from worker.db import session_scope
+    from worker.db import transaction
 
-    with session_scope() as session:
+    with transaction(settings.database_url) as session:
         removed = remove_brand(session, name)
     if not removed:
         raise click.ClickException(f"no brand {name!r} in the catalog")
@@ -187,12 +193,13 @@ def brands_remove(name: str) -> None:
 
 @brands.command("list")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def brands_list(fmt: str) -> None:
+@click.pass_obj
+def brands_list(settings: Settings, fmt: str) -> None:
     """The catalog: each brand, own or competitor, group, aliases and domains."""
     from worker.analytics.catalog import list_brands
     from worker.analytics.db import read_session
 
-    with read_session() as session:
+    with Database(settings.database_url) as db, read_session(db) as session:
         entries = list_brands(session)
     if fmt == "json":
         sys.stdout.buffer.write(
@@ -216,18 +223,19 @@ def brands_list(fmt: str) -> None:
 
 @brands.command("import")
 @click.argument("file", type=click.File("r", encoding="utf-8-sig"))
-def brands_import(file: TextIO) -> None:
+@click.pass_obj
+def brands_import(settings: Settings, file: TextIO) -> None:
     """Replace the catalog with FILE.csv: columns brand,alias,own[,group][,domain][,match].
 
     One row per alias; own is true or false; match is name (default: ignoring
     case and accents), exact or display_key.
     """
     from worker.analytics.catalog import CatalogError, import_catalog, parse_catalog_csv
-    from worker.db import session_scope
+    from worker.db import transaction
 
     try:
         rows = parse_catalog_csv(file)
-        with session_scope() as session:
+        with transaction(settings.database_url) as session:
             result = import_catalog(session, rows)
     except CatalogError as exc:
         _fail(exc)
@@ -245,7 +253,8 @@ def brands_import(file: TextIO) -> None:
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="File to write (default: standard output).",
 )
-def brands_export(path: Path | None) -> None:
+@click.pass_obj
+def brands_export(settings: Settings, path: Path | None) -> None:
     """Write the catalog as a CSV that `brands import` reads back."""
     import csv
 
@@ -253,7 +262,7 @@ def brands_export(path: Path | None) -> None:
     from worker.analytics.db import read_session
     from worker.analytics.export import utf8_stdout
 
-    with read_session() as session:
+    with Database(settings.database_url) as db, read_session(db) as session:
         rows = list(export_rows(session))
 
     def write(stream: IO[str]) -> None:
@@ -273,14 +282,15 @@ def brands_export(path: Path | None) -> None:
 @brands.command("suggest")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def brands_suggest(limit: int, fmt: str) -> None:
+@click.pass_obj
+def brands_suggest(settings: Settings, limit: int, fmt: str) -> None:
     """Raw brand names the catalog does not match yet, most mentioned first,
     grouped where they differ only by case, accents, punctuation or a suffix
     such as Inc or CRM."""
     from worker.analytics.catalog import suggest
     from worker.analytics.db import read_session
 
-    with read_session() as session:
+    with Database(settings.database_url) as db, read_session(db) as session:
         groups = suggest(session)[:limit]
     if fmt == "json":
         document = [g.as_dict() for g in groups]
@@ -309,14 +319,15 @@ def domains() -> None:
 
 @domains.command("list")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def domains_list(fmt: str) -> None:
+@click.pass_obj
+def domains_list(settings: Settings, fmt: str) -> None:
     """The category of each listed domain: the shipped defaults and your own."""
     from sqlalchemy import select
 
     from worker.analytics.db import read_session
     from worker.analytics.views import domain_category_map as m
 
-    with read_session() as session:
+    with Database(settings.database_url) as db, read_session(db) as session:
         rows = session.execute(select(m).order_by(m.c.category, m.c.domain)).all()
     if fmt == "json":
         document = [{"domain": d, "category": c, "source": s} for d, c, s in rows]
@@ -333,26 +344,28 @@ def domains_list(fmt: str) -> None:
 @domains.command("set")
 @click.argument("domain")
 @click.argument("category")
-def domains_set(domain: str, category: str) -> None:
+@click.pass_obj
+def domains_set(settings: Settings, domain: str, category: str) -> None:
     """Put DOMAIN (and its subdomains) in CATEGORY; `other` un-classifies a default."""
     from models import DomainCategory
     from worker.analytics.catalog import normalize_domain
-    from worker.db import session_scope
+    from worker.db import transaction
 
-    with session_scope() as session:
+    with transaction(settings.database_url) as session:
         session.merge(DomainCategory(domain=normalize_domain(domain), category=category.strip()))
     err.print(f"{normalize_domain(domain)}: {category}", markup=False, highlight=False)
 
 
 @domains.command("unset")
 @click.argument("domain")
-def domains_unset(domain: str) -> None:
+@click.pass_obj
+def domains_unset(settings: Settings, domain: str) -> None:
     """Forget your category for DOMAIN (a shipped default applies again)."""
     from models import DomainCategory
     from worker.analytics.catalog import normalize_domain
-    from worker.db import session_scope
+    from worker.db import transaction
 
-    with session_scope() as session:
+    with transaction(settings.database_url) as session:
         row = session.get(DomainCategory, normalize_domain(domain))
         if row is not None:
             session.delete(row)
@@ -380,7 +393,10 @@ def domains_unset(domain: str) -> None:
     help="A CSV with an `id` column (the other columns are labels), or JSON lines.",
 )
 @label_options
+@click.pass_obj
 def label_command(
+    settings: Settings,
+    /,
     vendor: str,
     ids: tuple[str, ...],
     project: str,
@@ -393,18 +409,20 @@ def label_command(
     A label given again replaces that label's value; other labels stay.
     """
     from worker.analytics.labels import InvalidLabel, LabelledId, scope_for, store_labels
-    from worker.db import session_scope
+    from worker.db import transaction
     from worker.registry import InvalidId, validate_project_id
+    from worker.vendors.registry import VENDORS
 
     chosen = Vendor(vendor)
     common = labels_from(options)
-    if chosen is Vendor.MENTIONLAB:
+    if VENDORS[chosen].needs_project:
         try:
             project = validate_project_id(project)
         except InvalidId as exc:
             raise click.BadParameter(f"{project!r}: {exc}", param_hint="--project") from None
     elif project or scope:
-        raise click.UsageError("--project and --per are for mentionlab")
+        with_projects = ", ".join(v.value for v, spec in VENDORS.items() if spec.needs_project)
+        raise click.UsageError(f"--project and --per are for {with_projects}")
     try:
         label_scope = scope_for(chosen, LabelScope(scope) if scope else None)
     except InvalidLabel as exc:
@@ -413,7 +431,7 @@ def label_command(
     entries = [LabelledId(f"argument {i}", v) for i, v in enumerate(ids, start=1)] + rows
     if not entries:
         raise click.UsageError("give ids as arguments or with --file FILE.csv")
-    with session_scope() as session:
+    with transaction(settings.database_url) as session:
         labelled, bad = store_labels(
             session, chosen, entries, project_id=project, scope=label_scope, common=common
         )

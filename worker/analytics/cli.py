@@ -19,6 +19,7 @@ from worker.analytics.compare import METRICS, change, compare
 from worker.analytics.reports import GROUPS, KINDS, Filters, label_key_of
 from worker.analytics.views import VIEWS as VIEW_NAMES
 from worker.common import parse_iso_utc
+from worker.config import Settings
 
 err = Console(stderr=True)
 out = Console()
@@ -180,7 +181,9 @@ def _database_error(exc: Exception) -> NoReturn:
     help="citations: URLs shown per domain.",
 )
 @FORMULA_GUARD
+@click.pass_obj
 def report(
+    settings: Settings,
     kind: str,
     since: datetime | None,
     until: datetime | None,
@@ -217,6 +220,7 @@ def report(
     from worker.analytics.export import utf8_stdout
     from worker.analytics.output import render_table, to_json, write_csv
     from worker.analytics.reports import run_report
+    from worker.db import Database
 
     filters = Filters(
         since=since,
@@ -236,7 +240,7 @@ def report(
         min_answers=min_answers,
     )
     try:
-        with read_session() as session:
+        with Database(settings.database_url) as db, read_session(db) as session:
             if kind in PAIRED:
                 result = PAIRED[kind](session, metric, filters, by)
             else:
@@ -277,7 +281,9 @@ def report(
     help="File to write (default: standard output; Parquet needs a file).",
 )
 @FORMULA_GUARD
+@click.pass_obj
 def export_command(
+    settings: Settings,
     name: str,
     fmt: str,
     since: datetime | None,
@@ -291,6 +297,7 @@ def export_command(
     archived (fetched_at, or the parent answer's), registered or received.
     """
     from worker.analytics.export import export, exportable
+    from worker.db import Database
 
     names = exportable()
     if name not in names:
@@ -301,7 +308,8 @@ def export_command(
     if fmt == "parquet" and out is None:
         raise click.UsageError("Parquet needs a file: give --out PATH")
     try:
-        rows = export(name, fmt, out, since=since, until=until, formula_guard=formula_guard)
+        with Database(settings.database_url) as db:
+            rows = export(db, name, fmt, out, since=since, until=until, formula_guard=formula_guard)
     except (OperationalError, ProgrammingError) as exc:
         _database_error(exc)
     err.print(
@@ -316,17 +324,21 @@ def export_command(
 @click.option("--vendor", type=click.Choice([v.value for v in Vendor]), default=None)
 @click.option("--since", type=Timestamp(), help="Only answers archived since then (fetched_at).")
 @click.option("--batch-size", type=click.IntRange(min=1, max=5000), default=100, show_default=True)
-def reprocess_command(vendor: str | None, since: datetime | None, batch_size: int) -> None:
+@click.pass_obj
+def reprocess_command(
+    settings: Settings, vendor: str | None, since: datetime | None, batch_size: int
+) -> None:
     """Rebuild the normalized rows from the stored raw payloads, without calling any API.
 
     Run it after a normalizer fix. Idempotent; interrupting it is safe (each
     batch is its own transaction), and running it again finishes the job.
     """
     from worker.analytics.reprocess import count_stored, reprocess
-    from worker.db import session_scope
+    from worker.db import Database
 
     vendors = [Vendor(vendor)] if vendor else list(Vendor)
-    with session_scope() as session:
+    db = Database(settings.database_url)
+    with db.session() as session:
         total = count_stored(session, vendors, since)
     err.print(f"reprocessing {total} stored answers", highlight=False)
     started = time.monotonic()
@@ -334,7 +346,11 @@ def reprocess_command(vendor: str | None, since: datetime | None, batch_size: in
         with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as bar:
             task = bar.add_task("reprocess", total=total)
             result = reprocess(
-                vendors, since=since, batch_size=batch_size, progress=lambda n: bar.advance(task, n)
+                db,
+                vendors,
+                since=since,
+                batch_size=batch_size,
+                progress=lambda n: bar.advance(task, n),
             )
     else:
         # Logs and pipes get a line every few seconds instead of a live bar.
@@ -346,7 +362,8 @@ def reprocess_command(vendor: str | None, since: datetime | None, batch_size: in
                 done[1] = time.monotonic()
                 err.print(f"  {done[0]}/{total} answers", highlight=False)
 
-        result = reprocess(vendors, since=since, batch_size=batch_size, progress=line)
+        result = reprocess(db, vendors, since=since, batch_size=batch_size, progress=line)
+    db.dispose()
     for failure in result.failures[:50]:
         err.print(
             f"[red]not reprocessed[/red] {failure.vendor} {escape(failure.answer_id)}: "

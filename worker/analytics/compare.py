@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from models import Vendor
 from worker.analytics.reports import INTERVAL, RATES, Filters, Report, run_report
 from worker.analytics.stats import difference, wilson
+from worker.vendors.registry import VENDORS
 
 # The rates two reports can be compared on.
 METRICS = ("visibility", "share-of-voice", "sentiment")
@@ -74,8 +74,9 @@ def _ordered(pairs: dict[tuple[Any, str], Any], weight: Any) -> list[tuple[Any, 
 
 def compare(session: Session, metric: str, filters: Filters, by: str | None = None) -> Report:
     """`metric` per vendor, one row per (group, brand, vendor); each pair of rows
-    carries the MentionLab - MentionsAPI difference and whether it is real."""
-    vendors = [Vendor.MENTIONSAPI.value, Vendor.MENTIONLAB.value]
+    carries the difference (the second vendor's minus the first's, in the
+    registry's order) and whether it is real."""
+    vendors = [v.value for v in VENDORS]
     if filters.vendors:
         vendors = [v for v in vendors if v in filters.vendors]
     if len(vendors) != 2:

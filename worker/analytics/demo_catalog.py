@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from models import LabelScope, Vendor
+from models import Vendor
 from worker.analytics.catalog import Imported, import_catalog, parse_catalog_csv
 from worker.analytics.labels import LabelledId, store_labels
 
@@ -53,7 +53,7 @@ def label_demo_ids(
     """Give every registered id a topic, and keep the id files in `directory`."""
     rows = _topical(ask_ids)
     write_id_file(directory / "asks.csv", rows)
-    labelled, _ = store_labels(session, Vendor.MENTIONSAPI, rows, scope=LabelScope.ASK)
+    labelled, _ = store_labels(session, Vendor.MENTIONSAPI, rows)
     for project_id, ids in executions.items():
         rows = _topical(ids)
         write_id_file(directory / f"executions-{project_id}.csv", rows)

@@ -50,6 +50,7 @@ from models import metadata
 from models.base import base_type
 from worker.analytics.db import read_engine
 from worker.analytics.views import VIEWS
+from worker.db import Database
 
 FORMATS = ("csv", "jsonl", "parquet")
 BATCH_ROWS = 5000
@@ -115,9 +116,11 @@ def time_conditions(
 
 
 @contextmanager
-def streamed(stmt: Select[Any], batch_rows: int = BATCH_ROWS) -> Iterator[Iterator[Sequence[Any]]]:
+def streamed(
+    db: Database, stmt: Select[Any], batch_rows: int = BATCH_ROWS
+) -> Iterator[Iterator[Sequence[Any]]]:
     """Result rows of `stmt` in batches, without loading them all."""
-    with read_engine() as engine, engine.connect() as conn:
+    with read_engine(db) as engine, engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(stmt)
         yield result.partitions()
 
@@ -238,6 +241,7 @@ def _write_jsonl(table: Table, batches: Iterator[Sequence[Any]], out: IO[bytes])
 
 
 def export(
+    db: Database,
     name: str,
     fmt: str,
     out: Path | None,
@@ -262,7 +266,7 @@ def export(
         raise ValueError("Parquet needs a file: give --out PATH")
     partial = out.with_name(out.name + ".partial") if out else None
     try:
-        with streamed(stmt, batch_rows) as batches:
+        with streamed(db, stmt, batch_rows) as batches:
             if fmt == "parquet":
                 # pyarrow is large: loaded only for Parquet.
                 from worker.analytics.parquet import write_parquet

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from models import AnswerLabel, LabelScope, Vendor
 from worker.registry import InvalidId, Rejected, validate_external_id
 from worker.store import dialect_insert
+from worker.vendors.registry import VENDORS
 
 # Labels with a column of their own in every view; `tag` may hold several values.
 DIMENSIONS = ("prompt", "topic", "country", "persona")
@@ -198,10 +199,12 @@ def read_label_csv(
 
 
 def scope_for(vendor: Vendor, scope: LabelScope | None = None) -> LabelScope:
-    """An id's own scope: the ask, or the job execution."""
+    """The scope a label of this vendor's ids has: `scope` if the vendor's ids
+    can have it, else by default the id's own (the answer)."""
+    scopes = VENDORS[vendor].label_scopes
     if scope is None:
-        return LabelScope.ASK if vendor is Vendor.MENTIONSAPI else LabelScope.EXECUTION
-    if (vendor is Vendor.MENTIONSAPI) != (scope is LabelScope.ASK):
+        return scopes[0]
+    if scope not in scopes:
         raise InvalidLabel(f"{vendor.value} ids cannot be labelled per {scope.value}")
     return scope
 
@@ -218,8 +221,9 @@ def store_labels(
     """Write each id's labels (plus `common`), replacing the values it had for
     those keys; keys not given are kept. Returns (ids labelled, rejected).
 
-    Every id is validated as registration validates it (MentionLab queryIds and
-    jobIds are UUIDs too), so a label always names an id the views can match.
+    Every id is validated as registration validates it (a vendor's wider scopes,
+    like MentionLab's queryIds and jobIds, have the same shape), so a label
+    always names an id the views can match.
     """
     scope = scope_for(vendor, scope)
     table = AnswerLabel.__table__

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Text, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from models import Vendor
-from worker.db import session_scope
+from worker.db import Database
 from worker.normalize import Normalized, PayloadError
 from worker.normalize.common import parse_document
 from worker.store import upsert_answers
@@ -85,6 +85,7 @@ def _columns(spec: VendorSpec) -> tuple[Any, ...]:
 
 
 def reprocess(
+    db: Database,
     vendors: Iterable[Vendor],
     *,
     since: datetime | None = None,
@@ -105,7 +106,7 @@ def reprocess(
         key = _key(vendor)
         last: str | None = None
         while True:
-            with session_scope() as session:
+            with db.session() as session:
                 stmt = (
                     select(*_columns(spec))
                     .where(*_conditions(vendor, since))

@@ -3,15 +3,13 @@ the library. Scripts drive these names: keep them stable."""
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from worker.analytics.catalog_cli import COMMANDS as CATALOG_COMMANDS
 from worker.analytics.cli import COMMANDS as ANALYTICS_COMMANDS
 from worker.cli import db, dev, run, status, track
 from worker.cli._common import _Commands
-from worker.config import ConfigError, get_settings
+from worker.config import ConfigError, load_settings
 from worker.doctor import doctor
 from worker.intake import serve
 
@@ -24,21 +22,20 @@ from worker.intake import serve
     help="Log line format (default: LOG_FORMAT or text).",
 )
 @click.option("--log-level", default=None, help="Log level (default: LOG_LEVEL or INFO).")
-def main(log_format: str | None, log_level: str | None) -> None:
+@click.pass_context
+def main(ctx: click.Context, log_format: str | None, log_level: str | None) -> None:
     """Archive AI-visibility answers from MentionsAPI and MentionLab into your database."""
     from worker.logs import setup_logging
 
-    if log_format:
-        os.environ["LOG_FORMAT"] = log_format
-    if log_level:
-        os.environ["LOG_LEVEL"] = log_level
-    get_settings.cache_clear()
+    # Built once, passed to every command (ctx.obj): the options win over the environment.
+    overrides = {"log_format": log_format, "log_level": log_level}
     try:
-        settings = get_settings()
+        settings = load_settings(**{k: v for k, v in overrides.items() if v})
     except ConfigError as exc:
         # What is wrong and where, not a traceback; `doctor` says the same.
         raise click.ClickException(f"{exc}\nfix the variables above (see .env.example)") from None
     setup_logging(settings)
+    ctx.obj = settings
 
 
 for command in (

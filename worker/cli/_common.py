@@ -8,13 +8,14 @@ from typing import Any
 import click
 from rich.console import Console
 
+from worker.common import EXIT_BLOCKED, EXIT_OK, EXIT_TIMEOUT
+
+__all__ = ["EXIT_BLOCKED", "EXIT_OK", "EXIT_REJECTED", "EXIT_TIMEOUT", "err", "out"]
+
 err = Console(stderr=True)
 out = Console()
 
-EXIT_OK = 0
 EXIT_REJECTED = 1  # track: some lines were rejected (the good ones are registered)
-EXIT_TIMEOUT = 2  # sync --until-done: ids still pending when the timeout passed
-EXIT_BLOCKED = 3  # sync --until-done: nothing can progress (key refused or missing)
 
 
 class _Commands(click.Group):

@@ -12,7 +12,8 @@ from rich.markup import escape
 from models import Vendor
 from worker.analytics.catalog_cli import label_options, labels_from
 from worker.cli._common import EXIT_REJECTED, err
-from worker.config import get_settings
+from worker.config import Settings
+from worker.db import Database
 from worker.vendors.base import VendorSpec
 from worker.vendors.registry import VENDORS
 
@@ -37,6 +38,7 @@ def _parse_iso(value: str | None) -> datetime | None:
 
 
 def _track(
+    settings: Settings,
     vendor: Vendor,
     ids: tuple[str, ...],
     file: TextIO | None,
@@ -48,12 +50,10 @@ def _track(
 ) -> None:
     from worker.analytics.catalog_cli import read_id_file, track_labels
     from worker.analytics.labels import is_label_file
-    from worker.db import session_scope
     from worker.registry import label_arguments, read_lines, register
 
     if not ids and file is None:
         raise click.UsageError("give ids as arguments or with --file PATH (or --file - for stdin)")
-    settings = get_settings()
     sources: list[Any] = [label_arguments(ids)]
     rejected: list[Any] = []
     # A .csv file has a header with an `id` column, its other columns labels;
@@ -65,21 +65,22 @@ def _track(
     elif file is not None:
         sources.append(read_lines(file))
     added = known = 0
-    for entries in sources:
-        with session_scope() as session:
-            result = register(
-                session,
-                vendor,
-                entries,
-                settings=settings,
-                project_id=project_id,
-                created_at=created_at,
-                expect_webhook=expect_webhook,
-            )
-        added += result.added
-        known += result.already_tracked
-        rejected.extend(result.rejected)
-    labelled = track_labels(vendor, project_id, ids, labelled_rows, labels or {})
+    with Database(settings.database_url) as db:
+        for entries in sources:
+            with db.session() as session:
+                result = register(
+                    session,
+                    vendor,
+                    entries,
+                    settings=settings,
+                    project_id=project_id,
+                    created_at=created_at,
+                    expect_webhook=expect_webhook,
+                )
+            added += result.added
+            known += result.already_tracked
+            rejected.extend(result.rejected)
+        labelled = track_labels(db, vendor, project_id, ids, labelled_rows, labels or {})
     for bad in rejected[:1000]:
         # The line is the user's text: shown as it is, never read as markup.
         err.print(f"[red]rejected[/red] {escape(str(bad))}", highlight=False, soft_wrap=True)
@@ -103,6 +104,8 @@ def _track_command(spec: VendorSpec) -> click.Command:
     """`track <vendor>`, with the options the vendor's spec calls for."""
 
     def command(
+        settings: Settings,
+        /,
         ids: tuple[str, ...],
         file: TextIO | None,
         created_at: str | None,
@@ -118,6 +121,7 @@ def _track_command(spec: VendorSpec) -> click.Command:
             except InvalidId as exc:
                 raise click.BadParameter(f"{project!r}: {exc}", param_hint="--project") from None
         _track(
+            settings,
             spec.vendor,
             ids,
             file,
@@ -133,7 +137,7 @@ def _track_command(spec: VendorSpec) -> click.Command:
         + ". A FILE.csv has an `id` column; its other columns (prompt, topic, tags,"
         " country, persona, any other) are labels."
     )
-    decorated: Any = label_options(command)
+    decorated: Any = label_options(click.pass_obj(command))
     if spec.sends_webhooks:
         decorated = click.option(
             "--expect-webhook", is_flag=True, help="Wait for a webhook before polling."

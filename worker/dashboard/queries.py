@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, Table, Text, cast, func, or_, select
+from sqlalchemy import Select, Table, Text, Uuid, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from models import (
@@ -26,17 +26,19 @@ from models import (
     AskBrandMention,
     AskCitation,
     AskProviderResponse,
+    Base,
     JobExecution,
     JobExecutionEntity,
     JobExecutionSource,
-    TrackedId,
-    TrackedState,
     Vendor,
 )
 from worker.analytics.reports import UNKNOWN, Filters, Report, _conditions, run_report
 from worker.analytics.views import answer_facts, citation_facts, mention_facts
 from worker.config import Settings
 from worker.status import collect_status
+from worker.tracking_reads import recent_archive_times
+from worker.vendors.base import VendorSpec
+from worker.vendors.registry import VENDORS
 
 PAGE_SIZE = 25
 MAX_PAGE = 400  # OFFSET grows with the page: deep pages cost a scan, so they stop here
@@ -74,20 +76,8 @@ def archive_lag(session: Session, now: datetime) -> dict[str, Any]:
     this is measured from when it was registered, so it includes the vendor's
     own processing time.
     """
-    rows = session.execute(
-        select(TrackedId.registered_at, TrackedId.archived_at)
-        .where(
-            TrackedId.state == TrackedState.ARCHIVED,
-            TrackedId.archived_at >= now - LAG_WINDOW,
-        )
-        .order_by(TrackedId.archived_at.desc())
-        .limit(LAG_SAMPLE)
-    ).all()
-    lags = sorted(
-        max(0.0, (done - start).total_seconds())
-        for start, done in rows
-        if start is not None and done is not None
-    )
+    rows = recent_archive_times(session, now - LAG_WINDOW, LAG_SAMPLE)
+    lags = sorted(max(0.0, (done - start).total_seconds()) for start, done in rows)
     if not lags:
         return {"count": 0, "median_seconds": None, "p95_seconds": None, "max_seconds": None}
     return {
@@ -251,22 +241,30 @@ def _rows(
     return [dict(r._mapping) for r in session.execute(stmt)]
 
 
+def _spec(vendor: str, answer_id: str) -> VendorSpec | None:
+    """The vendor whose archive may hold `answer_id`; None for an unknown vendor,
+    or text that cannot be a key of its archive (a uuid column on Postgres:
+    other text is no answer, not an error)."""
+    spec = next((s for v, s in VENDORS.items() if v.value == vendor), None)
+    if spec is None:
+        return None
+    if isinstance(spec.archive_key.type, Uuid) and not _is_uuid(answer_id):
+        return None
+    return spec
+
+
 def raw_payload(session: Session, vendor: str, answer_id: str) -> str | None:
     """The stored payload as the database's own JSON text: never parsed and
     encoded again, so integers of any width and deep nesting stay exact."""
-    if vendor == Vendor.MENTIONSAPI.value:
-        stmt = select(cast(Ask.raw_payload, Text)).where(Ask.ask_id == answer_id)
-    elif vendor == Vendor.MENTIONLAB.value and _is_uuid(answer_id):
-        stmt = select(cast(JobExecution.raw_payload, Text)).where(
-            JobExecution.job_execution_id == answer_id
-        )
-    else:
+    spec = _spec(vendor, answer_id)
+    if spec is None:
         return None
+    table = spec.archive_table.__table__
+    stmt = select(cast(table.c.raw_payload, Text)).where(spec.archive_key == answer_id)
     return session.scalar(stmt)
 
 
 def _is_uuid(value: str) -> bool:
-    """MentionLab ids are a uuid column on Postgres: other text is no run, not an error."""
     try:
         uuid.UUID(value)
     except ValueError:
@@ -282,12 +280,10 @@ def _pretty(document: str) -> str:
 
 
 def evidence(session: Session, vendor: str, answer_id: str) -> Evidence:
-    if vendor == Vendor.MENTIONSAPI.value:
-        found = _ask(session, answer_id)
-    elif vendor == Vendor.MENTIONLAB.value:
-        found = _execution(session, answer_id)
-    else:
+    spec = _spec(vendor, answer_id)
+    if spec is None:
         return Evidence(vendor, answer_id, found=False)
+    found = _EVIDENCE[spec.archive_table](session, vendor, answer_id)
     raw = raw_payload(session, vendor, answer_id) if found.found else None
     if raw is not None:
         found.raw_truncated = len(raw) > RAW_SHOWN
@@ -295,7 +291,10 @@ def evidence(session: Session, vendor: str, answer_id: str) -> Evidence:
     return found
 
 
-def _ask(session: Session, ask_id: str) -> Evidence:
+# Each archive's own columns and children, as the analytics views read them.
+
+
+def _ask(session: Session, vendor: str, ask_id: str) -> Evidence:
     ask = session.execute(
         select(
             Ask.status,
@@ -306,7 +305,7 @@ def _ask(session: Session, ask_id: str) -> Evidence:
             Ask.fetched_at,
         ).where(Ask.ask_id == ask_id)
     ).first()
-    result = Evidence(Vendor.MENTIONSAPI.value, ask_id, found=ask is not None)
+    result = Evidence(vendor, ask_id, found=ask is not None)
     if ask is None:
         return result
     result.fields = dict(ask._mapping)
@@ -332,9 +331,7 @@ def _ask(session: Session, ask_id: str) -> Evidence:
     return result
 
 
-def _execution(session: Session, execution_id: str) -> Evidence:
-    if not _is_uuid(execution_id):
-        return Evidence(Vendor.MENTIONLAB.value, execution_id, found=False)
+def _execution(session: Session, vendor: str, execution_id: str) -> Evidence:
     j = JobExecution
     run = session.execute(
         select(
@@ -350,7 +347,7 @@ def _execution(session: Session, execution_id: str) -> Evidence:
             j.fetched_at,
         ).where(j.job_execution_id == execution_id)
     ).first()
-    result = Evidence(Vendor.MENTIONLAB.value, execution_id, found=run is not None)
+    result = Evidence(vendor, execution_id, found=run is not None)
     if run is None:
         return result
     result.fields = dict(run._mapping)
@@ -368,3 +365,9 @@ def _execution(session: Session, execution_id: str) -> Evidence:
         order=e.position,
     )
     return result
+
+
+_EVIDENCE: dict[type[Base], Callable[[Session, str, str], Evidence]] = {
+    Ask: _ask,
+    JobExecution: _execution,
+}

@@ -1,14 +1,16 @@
 """The intake service: `mentionsync serve` (Starlette under uvicorn).
 
 - `POST /v1/track`: register ids, with the CLI's validation, behind a bearer token.
-- `POST /webhooks/mentionsapi`: signed `ask.completed` deliveries, archived at once.
+- `POST /webhooks/<vendor>`, for each vendor that sends webhooks: signed deliveries
+  of finished answers, archived at once.
 - `GET /healthz` (the process answers), `GET /readyz` (database, schema and broker:
   ok or not; the details and the scheduler's ages only with the intake token).
 - `GET /metrics`: this process's counters (webhook requests).
 - `GET /` and below: the read-only dashboard when DASHBOARD_TOKEN is set (worker/dashboard).
 
 Handlers read the body on the event loop and do database work in Starlette's
-thread pool, one transaction per request.
+thread pool, one transaction per request. The settings and the database are the
+app's (`create_app(settings, db)`, kept in `app.state`), built by `serve`.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from starlette.routing import Route
 from models import Vendor, utcnow
 from worker.analytics.db import read_session
 from worker.analytics.labels import InvalidLabel, ids_with, mapping_labels, store_labels
-from worker.config import Settings, get_settings
+from worker.config import Settings
 from worker.dashboard.app import routes as dashboard_routes
-from worker.db import session_scope
+from worker.db import Database
 from worker.intake.webhooks import BadDelivery, apply_delivery, observe, parse_envelope
 from worker.metrics import WEBHOOK_REQUESTS, process_registry
 from worker.registry import (
@@ -42,7 +44,7 @@ from worker.registry import (
     validate_created_at,
     validate_project_id,
 )
-from worker.vendors.mentionsapi.signatures import SignatureError, verify
+from worker.vendors.base import SignatureError, VendorSpec
 from worker.vendors.registry import VENDORS
 
 log = logging.getLogger("mentionsync.intake")
@@ -137,10 +139,10 @@ def parse_track_request(body: bytes) -> list[TrackRequest]:
     return groups
 
 
-def track_groups(groups: list[TrackRequest], settings: Settings) -> dict[str, Any]:
+def track_groups(groups: list[TrackRequest], settings: Settings, db: Database) -> dict[str, Any]:
     """Register every group in one transaction; report counts and rejected ids."""
     results: list[dict[str, Any]] = []
-    with session_scope() as session:
+    with db.session() as session:
         for group in groups:
             outcome = register(
                 session,
@@ -196,8 +198,12 @@ def _authorized(request: Request, settings: Settings) -> bool:
     return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected)
 
 
+def _state(request: Request) -> tuple[Settings, Database]:
+    return request.app.state.settings, request.app.state.db
+
+
 async def track(request: Request) -> Response:
-    settings = get_settings()
+    settings, db = _state(request)
     started = time.monotonic()
     if settings.intake_token is None or not settings.intake_token.get_secret_value():
         return _error(503, "POST /v1/track is disabled: set INTAKE_TOKEN")
@@ -215,7 +221,7 @@ async def track(request: Request) -> Response:
         groups = parse_track_request(body)
     except ValueError as exc:
         return _error(422, str(exc))
-    report = await run_in_threadpool(track_groups, groups, settings)
+    report = await run_in_threadpool(track_groups, groups, settings, db)
     for group in report["results"]:
         log.info(
             "track %s: %d registered, %d already tracked, %d rejected",
@@ -232,81 +238,97 @@ async def track(request: Request) -> Response:
     return JSONResponse(report)
 
 
-# --- POST /webhooks/mentionsapi ----------------------------------------------------------
+# --- POST /webhooks/<vendor> -------------------------------------------------------------
 
 
-async def mentionsapi_webhook(request: Request) -> Response:
-    settings = get_settings()
-    started = time.monotonic()
-    vendor = Vendor.MENTIONSAPI.value
+def webhook_endpoint(spec: VendorSpec) -> Any:
+    """The handler of one vendor's deliveries: how they are signed and read is the
+    vendor's (its spec), what is done with them is the same for every vendor."""
+    vendor = spec.vendor.value
 
-    def refuse(status: int, reason: str, result: str) -> Response:
-        WEBHOOK_REQUESTS.labels(vendor, result).inc()
-        log.warning(
-            "webhook %s refused (%d): %s",
+    async def receive(request: Request) -> Response:
+        settings, db = _state(request)
+        started = time.monotonic()
+
+        def refuse(status: int, reason: str, result: str) -> Response:
+            WEBHOOK_REQUESTS.labels(vendor, result).inc()
+            log.warning(
+                "webhook %s refused (%d): %s",
+                vendor,
+                status,
+                reason,
+                extra={
+                    "vendor": vendor,
+                    "count": 0,
+                    "duration_s": round(time.monotonic() - started, 3),
+                },
+            )
+            return _error(status, reason)
+
+        secrets = settings.webhook_secrets(spec.vendor)
+        if not secrets:
+            return refuse(
+                503, f"webhooks are disabled: set {vendor.upper()}_WEBHOOK_SECRET", "disabled"
+            )
+        try:
+            body = await read_body(request, settings.intake_max_body_bytes)
+        except TooLarge:
+            return refuse(
+                413, f"body larger than {settings.intake_max_body_bytes} bytes", "too_large"
+            )
+        try:
+            verified = spec.verify_delivery(
+                request.headers,
+                body,
+                secrets,
+                now=time.time(),
+                tolerance=settings.webhook_tolerance_seconds,
+            )
+        except SignatureError as exc:
+            result = "stale" if exc.reason.startswith("stale") else "bad_signature"
+            return refuse(exc.status, exc.reason, result)
+        try:
+            envelope = parse_envelope(spec, body, request.headers)
+        except BadDelivery as exc:
+            return refuse(400, str(exc), "bad_payload")
+        if envelope is None:
+            WEBHOOK_REQUESTS.labels(vendor, "ignored").inc()
+            return JSONResponse({"result": "ignored", "detail": spec.webhook_ignored_detail})
+
+        def work() -> Any:
+            now = utcnow()
+            with db.session() as session:
+                outcome = apply_delivery(
+                    session,
+                    spec,
+                    envelope,
+                    body,
+                    scheme=verified.scheme,
+                    settings=settings,
+                    now=now,
+                )
+            observe(spec, outcome, envelope, now)
+            return outcome
+
+        outcome = await run_in_threadpool(work)
+        WEBHOOK_REQUESTS.labels(vendor, outcome.result).inc()
+        log.info(
+            "webhook %s %s: %s %s%s",
             vendor,
-            status,
-            reason,
+            envelope.event_id,
+            outcome.result,
+            envelope.external_id,
+            " (newly registered)" if outcome.registered else "",
             extra={
                 "vendor": vendor,
-                "count": 0,
+                "count": 1,
                 "duration_s": round(time.monotonic() - started, 3),
+                "scheme": verified.scheme,
             },
         )
-        return _error(status, reason)
+        return JSONResponse(outcome.as_json())
 
-    secrets = settings.webhook_secrets()
-    if not secrets:
-        return refuse(503, "webhooks are disabled: set MENTIONSAPI_WEBHOOK_SECRET", "disabled")
-    try:
-        body = await read_body(request, settings.intake_max_body_bytes)
-    except TooLarge:
-        return refuse(413, f"body larger than {settings.intake_max_body_bytes} bytes", "too_large")
-    try:
-        verified = verify(
-            request.headers,
-            body,
-            secrets,
-            now=time.time(),
-            tolerance=settings.webhook_tolerance_seconds,
-        )
-    except SignatureError as exc:
-        result = "stale" if exc.reason.startswith("stale") else "bad_signature"
-        return refuse(exc.status, exc.reason, result)
-    try:
-        envelope = parse_envelope(body, request.headers)
-    except BadDelivery as exc:
-        return refuse(400, str(exc), "bad_payload")
-    if envelope is None:
-        WEBHOOK_REQUESTS.labels(vendor, "ignored").inc()
-        return JSONResponse({"result": "ignored", "detail": "not an ask.completed event"})
-
-    def work() -> Any:
-        now = utcnow()
-        with session_scope() as session:
-            outcome = apply_delivery(
-                session, envelope, body, scheme=verified.scheme, settings=settings, now=now
-            )
-        observe(outcome, envelope, now)
-        return outcome
-
-    outcome = await run_in_threadpool(work)
-    WEBHOOK_REQUESTS.labels(vendor, outcome.result).inc()
-    log.info(
-        "webhook %s %s: %s %s%s",
-        vendor,
-        envelope.event_id,
-        outcome.result,
-        envelope.external_id,
-        " (newly registered)" if outcome.registered else "",
-        extra={
-            "vendor": vendor,
-            "count": 1,
-            "duration_s": round(time.monotonic() - started, 3),
-            "scheme": verified.scheme,
-        },
-    )
-    return JSONResponse(outcome.as_json())
+    return receive
 
 
 # --- health, readiness, metrics ---------------------------------------------------------
@@ -323,8 +345,8 @@ async def readyz(request: Request) -> Response:
     """
     from worker.doctor import readiness
 
-    settings = get_settings()
-    report = await run_in_threadpool(readiness, settings)
+    settings, db = _state(request)
+    report = await run_in_threadpool(readiness, settings, db)
     status = 200 if report["ok"] else 503
     token = settings.intake_token
     if token is None or not token.get_secret_value() or not _authorized(request, settings):
@@ -336,15 +358,22 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(process_registry()), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app() -> Starlette:
-    return Starlette(
+def create_app(settings: Settings, db: Database) -> Starlette:
+    app = Starlette(
         routes=[
             Route("/v1/track", track, methods=["POST"]),
-            Route("/webhooks/mentionsapi", mentionsapi_webhook, methods=["POST"]),
+            *(
+                Route(f"/webhooks/{spec.vendor.value}", webhook_endpoint(spec), methods=["POST"])
+                for spec in VENDORS.values()
+                if spec.sends_webhooks
+            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             # The read-only dashboard (`/`, behind DASHBOARD_TOKEN): worker/dashboard.
-            *dashboard_routes(get_settings(), read_session),
+            *dashboard_routes(settings, lambda: read_session(app.state.db)),
         ]
     )
+    app.state.settings = settings
+    app.state.db = db
+    return app

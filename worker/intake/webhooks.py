@@ -1,14 +1,18 @@
-"""Archive a verified MentionsAPI `ask.completed` delivery, like a poll would.
+"""Archive a verified webhook delivery of any vendor that `sends_webhooks`, like
+a poll would.
 
-The delivery's `data` is the body `GET /v1/ask/{id}` returns, so it goes through
-the same normalizer and the same write (`poller.store_outcomes`) as a polled
-answer. Polling stays the safety net: whatever a delivery cannot settle (a body
-we cannot archive, an unfinished answer) is left for the poller to fetch.
+The delivery's `data` is the body a poll of the id returns, so it goes through
+the vendor's own `interpret_body` and the same write (`writing.store_outcomes`)
+as a polled answer; how a delivery is signed and read is the vendor's
+(`VendorSpec.verify_delivery`, `parse_delivery`). Polling stays the safety net:
+whatever a delivery cannot settle (a body we cannot archive, an unfinished
+answer) is left for the poller to fetch.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -16,12 +20,11 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from models import TrackedState, Vendor, WebhookDelivery
+from models import TrackedState, WebhookDelivery
 from worker.config import Settings
 from worker.metrics import observe_archived
 from worker.normalize import PayloadError
 from worker.outcome import Action, Outcome
-from worker.poller import store_outcomes
 from worker.registry import (
     InvalidId,
     InvalidTimestamp,
@@ -31,10 +34,8 @@ from worker.registry import (
 )
 from worker.store import dialect_insert
 from worker.tracking import mark_webhook_archived, take_over
-from worker.vendors.base import Target
-from worker.vendors.mentionsapi import webhooks as vendor_webhooks
-from worker.vendors.mentionsapi.spec import MENTIONSAPI
-from worker.vendors.mentionsapi.webhooks import BadDelivery, Envelope
+from worker.vendors.base import BadDelivery, Envelope, Target, VendorSpec
+from worker.writing import store_outcomes
 
 __all__ = ["BadDelivery", "DeliveryResult", "Envelope", "apply_delivery", "parse_envelope"]
 
@@ -64,24 +65,22 @@ class DeliveryResult:
         return doc
 
 
-def parse_envelope(body: bytes, headers: Any) -> Envelope | None:
+def parse_envelope(spec: VendorSpec, body: bytes, headers: Mapping[str, str]) -> Envelope | None:
     """The delivery's envelope with its id and creation time checked as the
-    registry checks them; None for an event type other than ask.completed."""
-    envelope = vendor_webhooks.parse_envelope(body, headers)
+    registry checks them; None for an event that carries no answer."""
+    envelope = spec.parse_delivery(body, headers)
     if envelope is None:
         return None
     try:
-        external_id = validate_external_id(Vendor.MENTIONSAPI, envelope.external_id)
+        external_id = validate_external_id(spec.vendor, envelope.external_id)
     except InvalidId as exc:
         raise BadDelivery(f"data.id: {exc}") from None
-    return replace(envelope, external_id=external_id, created_at=_in_range(envelope.created_at))
+    return replace(
+        envelope, external_id=external_id, created_at=created_in_range(envelope.created_at)
+    )
 
 
-def _created(doc: dict[str, Any]) -> datetime | None:
-    return _in_range(vendor_webhooks.created_at(doc))
-
-
-def _in_range(value: datetime | None) -> datetime | None:
+def created_in_range(value: datetime | None) -> datetime | None:
     """A creation time within the registry's range, else None. It sets the
     deadline of an id the delivery registers (the vendor's 30 days run from the
     request, not from our receipt) and feeds the archive-lag metric; a signed
@@ -97,6 +96,7 @@ def _in_range(value: datetime | None) -> datetime | None:
 
 def apply_delivery(
     session: Session,
+    spec: VendorSpec,
     envelope: Envelope,
     body: bytes,
     *,
@@ -109,7 +109,7 @@ def apply_delivery(
     inserted = session.execute(
         dialect_insert(session, WebhookDelivery.__table__)
         .values(
-            vendor=Vendor.MENTIONSAPI.value,
+            vendor=spec.vendor.value,
             event_id=envelope.event_id,
             delivery_id=envelope.delivery_id,
             scheme=scheme,
@@ -126,7 +126,7 @@ def apply_delivery(
 
     registration = register(
         session,
-        Vendor.MENTIONSAPI,
+        spec.vendor,
         [("data.id", envelope.external_id)],
         settings=settings,
         expect_webhook=True,
@@ -139,12 +139,12 @@ def apply_delivery(
     # its lease gone and leaves the id alone. An id whose answer is stored
     # (archived, or failed with its error) is not touched at all; one polling
     # gave up on (not_found, error, ...) is archived: the delivery is the answer.
-    taken = take_over(session, Vendor.MENTIONSAPI, envelope.external_id, unless=ANSWER_STORED)
+    taken = take_over(session, spec.vendor, envelope.external_id, unless=ANSWER_STORED)
     if taken is None:
         result.result = "already_archived"
     else:
         token, view = taken
-        outcome = _outcome(envelope, body, now)
+        outcome = _outcome(spec, envelope, body, now)
         store_outcomes(session, token, [view], [outcome], now=now, settings=settings)
         if outcome.action is Action.ARCHIVE:
             mark_webhook_archived(session, view.id, now=now)
@@ -159,7 +159,7 @@ def apply_delivery(
     session.execute(
         update(WebhookDelivery)
         .where(
-            WebhookDelivery.vendor == Vendor.MENTIONSAPI.value,
+            WebhookDelivery.vendor == spec.vendor.value,
             WebhookDelivery.event_id == envelope.event_id,
         )
         .values(outcome=result.result)
@@ -167,15 +167,15 @@ def apply_delivery(
     return result
 
 
-def _outcome(envelope: Envelope, body: bytes, now: datetime) -> Outcome:
+def _outcome(spec: VendorSpec, envelope: Envelope, body: bytes, now: datetime) -> Outcome:
     """What the delivered body comes to, read by the same function as a polled one.
 
     No HTTP status: nothing was fetched, and the id's last_http_status should
     keep describing the last real request.
     """
-    target = Target(MENTIONSAPI.vendor, envelope.external_id)
+    target = Target(spec.vendor, envelope.external_id)
     try:
-        outcome = MENTIONSAPI.interpret_body(target, None, envelope.data, now)
+        outcome = spec.interpret_body(target, None, envelope.data, now)
     except PayloadError as exc:
         return Outcome(
             Action.QUARANTINE, None, reason=f"invalid payload (webhook): {exc}", body=body
@@ -183,9 +183,11 @@ def _outcome(envelope: Envelope, body: bytes, now: datetime) -> Outcome:
     return outcome
 
 
-def observe(result: DeliveryResult, envelope: Envelope | None, now: datetime) -> None:
+def observe(
+    spec: VendorSpec, result: DeliveryResult, envelope: Envelope | None, now: datetime
+) -> None:
     """Metrics of a committed delivery."""
     if envelope is None or result.result not in ("archived", "failed"):
         return
     lag = (now - envelope.created_at).total_seconds() if envelope.created_at else None
-    observe_archived(Vendor.MENTIONSAPI, "webhook", lag)
+    observe_archived(spec.vendor, "webhook", lag)

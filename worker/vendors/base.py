@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 from sqlalchemy import ColumnElement
 
-from models import Base, TrackedState, Vendor
+from models import Base, LabelScope, TrackedState, Vendor
 from worker.config import Settings
 from worker.normalize import Normalized, PayloadError, parse_json
 from worker.outcome import COMMON_RULES, OTHER_STATUS, TRANSPORT_ERROR, Action, Outcome, Rule
@@ -48,6 +48,37 @@ class RawResponse:
     refused: str | None = None
 
 
+class BadDelivery(ValueError):
+    """Signed, but not a delivery we can read: 400."""
+
+
+class SignatureError(Exception):
+    """A delivery that must be refused; `status` is 400 (malformed) or 401 (not ours)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    scheme: str  # which of the vendor's signing schemes vouched for the delivery
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A webhook delivery that carries one finished answer."""
+
+    event_id: str  # the idempotency key: the same across redeliveries
+    delivery_id: str | None
+    event_type: str
+    external_id: str  # as sent: the intake validates it as registration does
+    data: dict[str, Any]  # the answer body, as a poll would get it
+    created_at: datetime | None
+
+
 class VendorSpec(ABC):
     """One vendor API. Subclasses are stateless; one instance each is registered."""
 
@@ -55,8 +86,11 @@ class VendorSpec(ABC):
     title: ClassVar[str]  # the vendor's own spelling, for people
     # Each id belongs to a project that travels with every request.
     needs_project: ClassVar[bool] = False
-    # The vendor can push finished answers (worker/intake); polling stays the net.
+    # The vendor can push finished answers (worker/intake, POST /webhooks/<vendor>);
+    # polling stays the net. Such a vendor implements the three webhook methods below.
     sends_webhooks: ClassVar[bool] = False
+    # What a delivery of another kind is answered with ("ignored").
+    webhook_ignored_detail: ClassVar[str] = ""
     rule_overrides: ClassVar[Mapping[int | str, Rule]] = {}
     # Until a rate-limit header says otherwise: the cheapest documented plan.
     safe_budget: ClassVar[Budget]
@@ -68,6 +102,13 @@ class VendorSpec(ABC):
     # What its ids are called, for people ("ask ids"); and its project, if any.
     id_noun: ClassVar[str]
     project_help: ClassVar[str] = ""
+    # Which ids a label may name: the first is the id's own (the archived answer),
+    # the others wider (every run of a query, say).
+    label_scopes: ClassVar[tuple[LabelScope, ...]]
+    # Keys the vendor issues start so (the demo's and the simulator's made-up keys).
+    key_prefix: ClassVar[str]
+    # The largest documented plan (the demo's simulator plays it).
+    top_budget: ClassVar[Budget]
 
     def __repr__(self) -> str:
         return f"<vendor {self.vendor.value}>"
@@ -114,9 +155,10 @@ class VendorSpec(ABC):
         """The reason recorded for an error status; a vendor may say what it concerns."""
         return self.error_reason(raw)
 
-    def budget_from_limit(self, limit: float) -> Budget:
-        """The key's budget from its X-RateLimit-Limit header. By default only the
-        burst is taken from it; the rate stays configured or safe."""
+    def budget_from_limit(self, limit: float, window: float | None = None) -> Budget:
+        """The key's budget from its X-RateLimit-Limit header (and `window`, the
+        longest time to X-RateLimit-Reset seen, if the vendor sends one). By
+        default only the burst is taken from it; the rate stays configured or safe."""
         return Budget(self.safe_budget.rate, limit)
 
     def canonical_id(self, value: str) -> str:
@@ -127,6 +169,26 @@ class VendorSpec(ABC):
     def project_for_probe(self, tracked_project: str | None) -> str:
         """The project `doctor`'s probe request names."""
         return tracked_project or ""
+
+    # --- webhooks (only when sends_webhooks; the secrets are settings'
+    # `<vendor>_webhook_secret`) ---
+
+    def verify_delivery(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        secrets: list[str],
+        *,
+        now: float,
+        tolerance: float,
+    ) -> Verified:
+        """Check a delivery's signature and freshness, or raise SignatureError."""
+        raise SignatureError(404, f"{self.title} sends no webhooks")
+
+    def parse_delivery(self, body: bytes, headers: Mapping[str, str]) -> Envelope | None:
+        """A verified delivery's envelope; None for an event that carries no
+        answer; BadDelivery when it cannot be read."""
+        return None
 
 
 def archive(status: int | None, answer: Normalized, state: TrackedState, **extra: Any) -> Outcome:

@@ -3,12 +3,16 @@ the status table; what is vendor-specific comes from its VendorSpec."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import zlib
 from datetime import datetime
+from typing import Any
 
+import aiohttp
 import httpx
+import yarl
 
 from worker.config import Settings
 from worker.logs import redact
@@ -20,6 +24,9 @@ from worker.ratelimit import RateLimiter, pause_seconds, retry_after_seconds
 from worker.vendors.base import RawResponse, Target, VendorSpec
 
 log = logging.getLogger("mentionsync.clients")
+
+# Headers aiohttp writes itself from the URL and the body.
+_SET_BY_AIOHTTP = frozenset({"host", "content-length", "transfer-encoding"})
 
 # One layer of these is inflated under the size cap; anything else is refused.
 _INFLATABLE = frozenset({"gzip", "x-gzip", "deflate"})
@@ -33,54 +40,149 @@ class UnsupportedEncoding(httpx.DecodingError):
     """A Content-Encoding we do not inflate (stacked layers, unknown codings)."""
 
 
-def build_http_client(settings: Settings) -> httpx.Client:
-    return httpx.Client(
-        timeout=httpx.Timeout(
+def _client_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "timeout": httpx.Timeout(
             connect=settings.http_connect_timeout,
             read=settings.http_read_timeout,
             write=settings.http_read_timeout,
             pool=settings.http_pool_timeout,
         ),
-        limits=httpx.Limits(
+        # Room for every request the in-flight cap allows, of either vendor.
+        "limits": httpx.Limits(
             max_connections=settings.fetch_concurrency * 2,
             max_keepalive_connections=settings.fetch_concurrency * 2,
         ),
-        # Retries are ours, per id, with backoff (worker/policy.py).
-        transport=httpx.HTTPTransport(retries=0, verify=True),
-        follow_redirects=False,
-        # Only codings _read_capped inflates under its cap (httpx would offer br/zstd
+        "follow_redirects": False,
+        # Only codings CappedBody inflates under its cap (httpx would offer br/zstd
         # when their packages are installed).
-        headers={
+        "headers": {
             "User-Agent": "mentionsync/0.1 (+https://github.com/mentionsync)",
             "Accept-Encoding": "gzip, deflate",
         },
+    }
+
+
+def build_http_client(settings: Settings) -> httpx.Client:
+    """The blocking client: probes (doctor) and one-off requests."""
+    # Retries are ours, per id, with backoff (worker/scheduling.py).
+    return httpx.Client(
+        transport=httpx.HTTPTransport(retries=0, verify=True), **_client_options(settings)
     )
 
 
-def _inflate_capped(response: httpx.Response, cap: int, deadline: float) -> tuple[bytes, bool]:
-    """Decode a gzip or deflate body up to cap + 1 bytes, however small it is on the wire.
+def build_async_session(settings: Settings) -> aiohttp.ClientSession:
+    """The session the fetch pipeline (worker/pipeline.py) sends every poll with;
+    built on the pipeline's event loop. Bodies arrive as sent (CappedBody inflates)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=settings.fetch_concurrency * 2, limit_per_host=0),
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            # aiohttp's connect includes the wait for a free connection.
+            connect=settings.http_pool_timeout + settings.http_connect_timeout,
+            sock_connect=settings.http_connect_timeout,
+            sock_read=settings.http_read_timeout,
+        ),
+        auto_decompress=False,
+        headers=_client_options(settings)["headers"],
+        skip_auto_headers=("Accept-Encoding", "User-Agent"),
+    )
+
+
+# What a failed request is recorded as: the same names whichever client sent it.
+_TRANSPORT_ERRORS: tuple[tuple[type[BaseException], str], ...] = (
+    (aiohttp.ConnectionTimeoutError, "ConnectTimeout"),
+    (aiohttp.SocketTimeoutError, "ReadTimeout"),
+    (aiohttp.ClientConnectorError, "ConnectError"),
+    (aiohttp.ServerDisconnectedError, "RemoteProtocolError"),
+    (aiohttp.ClientPayloadError, "RemoteProtocolError"),
+    (aiohttp.ClientResponseError, "RemoteProtocolError"),
+    (aiohttp.ClientOSError, "ReadError"),
+    (TimeoutError, "ReadTimeout"),
+    (aiohttp.ClientError, "TransportError"),
+)
+
+
+def _transport_error(exc: BaseException) -> str:
+    name = next((n for kind, n in _TRANSPORT_ERRORS if isinstance(exc, kind)), None)
+    described = _describe(exc)
+    if name is None:
+        return described
+    return f"{name}: {described.split(': ', 1)[1] or type(exc).__name__}"
+
+
+class CappedBody:
+    """A body read chunk by chunk, kept to the size cap however it is encoded.
 
     httpx inflates each network read whole, so a 64 KiB read can become 64 MiB in
-    memory before any cap applies; here every decompress call is bounded.
+    memory before any cap applies; here the raw bytes are read and every
+    decompress call is bounded. One gzip or deflate layer is inflated; any other
+    coding is kept as received and named in `refused`.
     """
-    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
-    out = bytearray()
-    try:
-        for chunk in response.iter_raw():
-            _check_deadline(deadline)
-            out += inflater.decompress(chunk, cap + 1 - len(out))
-            if len(out) > cap:
-                return bytes(out[:cap]), True
-        out += inflater.flush()
-    except zlib.error as exc:
-        raise httpx.DecodingError(f"cannot decode body: {exc}") from None
-    if len(out) > cap:
-        return bytes(out[:cap]), True
-    return bytes(out), False
+
+    def __init__(self, headers: httpx.Headers, cap: int) -> None:
+        self.cap = cap
+        codings = [
+            c.strip().lower()
+            for c in headers.get("content-encoding", "").split(",")
+            if c.strip() and c.strip().lower() != "identity"
+        ]
+        self.inflater = (
+            zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
+            if len(codings) == 1 and codings[0] in _INFLATABLE
+            else None
+        )
+        self.refused = (
+            f"unsupported Content-Encoding {', '.join(codings)[:64]!r}"
+            if codings and self.inflater is None
+            else None
+        )
+        declared = headers.get("content-length")
+        # Declared too large: the first `cap` bytes are kept for the quarantine, no more.
+        self.first_only = (
+            self.inflater is None and declared is not None and declared.isdigit()
+        ) and int(declared) > cap
+        self.chunk_size = cap if self.first_only else None
+        self.out = bytearray()
+        self.truncated = False
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take one raw read; True once nothing more needs to be read."""
+        if self.inflater is None:
+            self.out += chunk
+        else:
+            try:
+                self.out += self.inflater.decompress(chunk, self.cap + 1 - len(self.out))
+                while self.inflater.unconsumed_tail and len(self.out) <= self.cap:
+                    tail = self.inflater.unconsumed_tail
+                    self.out += self.inflater.decompress(tail, self.cap + 1 - len(self.out))
+            except zlib.error as exc:
+                raise httpx.DecodingError(f"cannot decode body: {exc}") from None
+        if len(self.out) > self.cap or (self.first_only and len(self.out) >= self.cap):
+            self.truncated = True
+        return self.truncated
+
+    def result(self) -> tuple[bytes, bool, str | None]:
+        """The body up to the cap, whether it was cut, and why it was not decoded."""
+        if self.inflater is not None and not self.truncated:
+            try:
+                self.out += self.inflater.flush()
+            except zlib.error as exc:
+                raise httpx.DecodingError(f"cannot decode body: {exc}") from None
+        if len(self.out) > self.cap or self.first_only:
+            self.truncated = True
+        return bytes(self.out[: self.cap]), self.truncated, self.refused
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+    """The exception's name and message; an empty message (asyncio's transports
+    raise many) is taken from the cause, e.g. "Connection reset by peer"."""
+    message = str(exc)
+    cause: BaseException | None = exc
+    while not message and cause is not None:
+        cause = cause.__cause__ or cause.__context__
+        message = str(cause) if cause is not None else ""
+    return f"{type(exc).__name__}: {message[:300]}"
 
 
 def _check_deadline(deadline: float) -> None:
@@ -89,10 +191,20 @@ def _check_deadline(deadline: float) -> None:
 
 
 class VendorClient:
-    """One vendor's requests, with this process's HTTP client and rate budget."""
+    """One vendor's requests, with this process's HTTP clients and rate budget.
+
+    `fetch` blocks (probes, tests); `await_slot` and `aget` are the fetch
+    pipeline's, on its event loop (worker/pipeline.py), which interprets what
+    `aget` read with the same `interpret`.
+    Both go through the same budget, size cap, deadline and interpretation.
+    """
 
     def __init__(
-        self, spec: VendorSpec, http: httpx.Client, settings: Settings, limiter: RateLimiter
+        self,
+        spec: VendorSpec,
+        http: httpx.Client,
+        settings: Settings,
+        limiter: RateLimiter,
     ) -> None:
         self.spec = spec
         self.vendor = spec.vendor
@@ -108,17 +220,31 @@ class VendorClient:
         """One request for one id, if the key's rate budget has a slot within max_wait."""
         asked = time.monotonic()
         wait = self.limiter.acquire(max_wait)
-        if wait is None:
-            observe_pause(self.vendor, "budget", time.monotonic() - asked)
-        else:
-            return Outcome(
-                Action.THROTTLE,
-                None,
-                reason=f"not sent: the {self.vendor} rate budget has no slot for {wait:.1f}s",
-                retry_after=wait,
-            )
+        if wait is not None:
+            return self.no_slot(wait)
+        observe_pause(self.vendor, "budget", time.monotonic() - asked)
         raw = self.get(target)
         return self.scrubbed(self.interpret(target, raw, fetched_at))
+
+    async def await_slot(self, max_wait: float) -> Outcome | None:
+        """Wait on the event loop for the key's next request slot: None once it is
+        here, or the THROTTLE outcome if none comes within max_wait."""
+        asked = time.monotonic()
+        granted, wait = self.limiter.take(max_wait)
+        if not granted:
+            return self.no_slot(wait)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        observe_pause(self.vendor, "budget", time.monotonic() - asked)
+        return None
+
+    def no_slot(self, wait: float) -> Outcome:
+        return Outcome(
+            Action.THROTTLE,
+            None,
+            reason=f"not sent: the {self.vendor} rate budget has no slot for {wait:.1f}s",
+            retry_after=wait,
+        )
 
     def scrubbed(self, outcome: Outcome) -> Outcome:
         """The outcome without our key in it: a vendor may echo the key back in an
@@ -131,25 +257,30 @@ class VendorClient:
             outcome.body = outcome.body.replace(secret.encode(), b"[REDACTED]")
         return outcome
 
+    def request(self, http: httpx.Client, target: Target) -> httpx.Request:
+        return http.build_request(
+            "GET",
+            self.spec.url(self.settings, target),
+            headers=self.spec.headers(self.settings, target),
+        )
+
     def get(self, target: Target) -> RawResponse:
         started = time.monotonic()
         deadline = started + self.settings.http_request_deadline
         try:
-            request = self.http.build_request(
-                "GET",
-                self.spec.url(self.settings, target),
-                headers=self.spec.headers(self.settings, target),
-            )
+            request = self.request(self.http, target)
         except Exception as exc:  # an id or key no request can carry
-            return RawResponse(
-                None, b"", False, httpx.Headers(), _describe(exc), 0.0, unsendable=True
-            )
-        refused: str | None = None
+            return self.unbuildable(exc)
         try:
             response = self.http.send(request, stream=True)
             try:
                 _check_deadline(deadline)
-                body, truncated, refused = self._read_capped(response, deadline)
+                reader = CappedBody(response.headers, self.settings.max_response_bytes)
+                for chunk in response.iter_raw(reader.chunk_size):
+                    _check_deadline(deadline)
+                    if reader.feed(chunk):
+                        break
+                body, truncated, refused = reader.result()
             finally:
                 response.close()
             raw = RawResponse(
@@ -162,17 +293,75 @@ class VendorClient:
                 refused=refused,
             )
         except Exception as exc:
-            if not isinstance(exc, httpx.HTTPError):
-                log.exception(
-                    "unexpected error requesting %s %s",
-                    self.vendor,
-                    target.external_id,
-                    extra={"vendor": self.vendor.value},
-                )
-            # The message names the exception and the URL, never the headers.
+            raw = self.failed(target, exc, started)
+        return self.observed(raw)
+
+    async def aget(self, session: aiohttp.ClientSession, target: Target) -> RawResponse:
+        """`get` on the pipeline's event loop, over its aiohttp session. The request
+        is built (and checked) as `get` builds it."""
+        started = time.monotonic()
+        try:
+            request = self.request(self.http, target)
+        except Exception as exc:  # an id or key no request can carry
+            return self.unbuildable(exc)
+        headers = [
+            (k, v) for k, v in request.headers.multi_items() if k.lower() not in _SET_BY_AIOHTTP
+        ]
+        try:
+            # The deadline covers connect, headers and a body however slowly it drips.
+            async with asyncio.timeout(self.settings.http_request_deadline):
+                async with session.get(
+                    yarl.URL(str(request.url), encoded=True),
+                    headers=headers,
+                    allow_redirects=False,
+                ) as response:
+                    response_headers = httpx.Headers(response.raw_headers)
+                    reader = CappedBody(response_headers, self.settings.max_response_bytes)
+                    async for chunk in response.content.iter_chunked(reader.chunk_size or 65536):
+                        if reader.feed(chunk):
+                            response.close()  # the rest is not read: not reusable
+                            break
+                    body, truncated, refused = reader.result()
             raw = RawResponse(
-                None, b"", False, httpx.Headers(), _describe(exc), time.monotonic() - started
+                response.status,
+                body,
+                truncated,
+                response_headers,
+                None,
+                time.monotonic() - started,
+                refused=refused,
             )
+        except TimeoutError as exc:
+            if isinstance(exc, aiohttp.ServerTimeoutError):
+                raw = self.failed(target, exc, started)
+            else:
+                late = RequestDeadlineExceeded(
+                    "the response took longer than HTTP_REQUEST_DEADLINE"
+                )
+                raw = self.failed(target, late, started)
+        except Exception as exc:
+            raw = self.failed(target, exc, started)
+        return self.observed(raw)
+
+    @staticmethod
+    def unbuildable(exc: Exception) -> RawResponse:
+        return RawResponse(None, b"", False, httpx.Headers(), _describe(exc), 0.0, unsendable=True)
+
+    def failed(self, target: Target, exc: Exception, started: float) -> RawResponse:
+        """No response: the message names the exception and the URL, never the headers."""
+        if not isinstance(exc, httpx.HTTPError | aiohttp.ClientError | TimeoutError):
+            log.exception(
+                "unexpected error requesting %s %s",
+                self.vendor,
+                target.external_id,
+                extra={"vendor": self.vendor.value},
+            )
+        return RawResponse(
+            None, b"", False, httpx.Headers(), _transport_error(exc), time.monotonic() - started
+        )
+
+    def observed(self, raw: RawResponse) -> RawResponse:
+        """Tell the rate budget and the metrics what a response said."""
         self.limiter.observe(raw.status, raw.headers)
         observe_response(self.vendor, raw.status, raw.elapsed)
         if raw.status == 429:
@@ -181,35 +370,6 @@ class VendorClient:
             )
             observe_pause(self.vendor, "429", pause or 0.0)
         return raw
-
-    def _read_capped(
-        self, response: httpx.Response, deadline: float
-    ) -> tuple[bytes, bool, str | None]:
-        """The body up to the size cap, whether it was cut, and why it was not
-        decoded if it was not. Reads raw bytes: every decoding layer is ours."""
-        cap = self.settings.max_response_bytes
-        codings = [
-            c.strip().lower()
-            for c in response.headers.get("content-encoding", "").split(",")
-            if c.strip() and c.strip().lower() != "identity"
-        ]
-        if len(codings) == 1 and codings[0] in _INFLATABLE:
-            return (*_inflate_capped(response, cap, deadline), None)
-        refused = None
-        if codings:
-            refused = f"unsupported Content-Encoding {', '.join(codings)[:64]!r}"
-        declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cap:
-            return next(response.iter_raw(cap), b"")[:cap], True, refused
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_raw():
-            _check_deadline(deadline)
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > cap:
-                return b"".join(chunks)[:cap], True, refused
-        return b"".join(chunks), False, refused
 
     def interpret(self, target: Target, raw: RawResponse, fetched_at: datetime) -> Outcome:
         """What one response means for its id. Never raises: whatever goes wrong
@@ -246,9 +406,6 @@ class VendorClient:
                 extra={"vendor": self.vendor.value},
             )
             return self.quarantine(raw, f"cannot be read: {_describe(exc)}")
-        if outcome.action is Action.ARCHIVE:
-            # Kept as received, for quarantine if the database refuses the rows.
-            outcome.body = raw.body
         return outcome
 
     def error_outcome(self, target: Target, action: Action, raw: RawResponse) -> Outcome:
@@ -265,11 +422,7 @@ class VendorClient:
         configuration (the key) is at fault and the key pauses; else only this id."""
         plain = Target(self.vendor, "x", "x")
         try:
-            self.http.build_request(
-                "GET",
-                self.spec.url(self.settings, plain),
-                headers=self.spec.headers(self.settings, plain),
-            )
+            self.request(self.http, plain)
         except Exception:
             return Outcome(
                 Action.PAUSE_ACCOUNT,

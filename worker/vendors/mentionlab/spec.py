@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
-from models import JobExecution, TrackedState, Vendor
+from models import JobExecution, LabelScope, TrackedState, Vendor
 from worker.config import Settings
 from worker.normalize import Normalized
 from worker.outcome import Action, Outcome, Rule
@@ -31,6 +31,11 @@ from worker.vendors.mentionlab.normalize import (
 NOBODYS_UUID = "00000000-0000-4000-8000-000000000000"
 
 
+# Seconds to X-RateLimit-Reset up to which MentionLab's window is a second's
+# (a little more than one, for the clocks' skew).
+PER_SECOND_WINDOW = 2.0
+
+
 class MentionLab(VendorSpec):
     vendor = Vendor.MENTIONLAB
     title = "MentionLab"
@@ -44,14 +49,18 @@ class MentionLab(VendorSpec):
         410: Rule(Action.EXPIRE, "past retention: recorded as lost"),
     }
     # The stricter of its pages: 120/min, burst 20. Its pages disagree on what
-    # X-RateLimit-Limit counts (per second or per minute), so only the burst is
-    # ever taken from it (the default budget_from_limit).
+    # X-RateLimit-Limit counts (per second or per minute): X-RateLimit-Reset says.
     safe_budget = Budget(2.0, 20.0)
     archive_table = JobExecution
     archive_key_name = "job_execution_id"
     probe_id = NOBODYS_UUID
     id_noun = "job execution ids (UUIDs)"
     project_help = "project id (x-project-id)."
+    # A label names a run, or every run of a query or of a job.
+    label_scopes = (LabelScope.EXECUTION, LabelScope.QUERY, LabelScope.JOB)
+    key_prefix = "ml_"
+    # Enterprise (the pages' version B): 100/s; the burst as one second of it.
+    top_budget = Budget(100.0, 100.0)
 
     def url(self, settings: Settings, target: Target) -> str:
         base = settings.mentionlab_base_url.rstrip("/")
@@ -108,6 +117,16 @@ class MentionLab(VendorSpec):
             return str(uuid.UUID(value))
         except ValueError:
             raise ValueError("not a UUID (MentionLab job execution ids are UUIDs)") from None
+
+    def budget_from_limit(self, limit: float, window: float | None = None) -> Budget:
+        # A window that resets within PER_SECOND_WINDOW counts per second (the
+        # Enterprise "100/s"); a longer one per minute ("120 requests per minute").
+        # Without X-RateLimit-Reset, only the burst is read.
+        if window is None:
+            return Budget(self.safe_budget.rate, limit)
+        if window <= PER_SECOND_WINDOW:
+            return Budget(limit, limit)
+        return Budget(limit / 60, min(limit, self.safe_budget.burst))
 
     def project_for_probe(self, tracked_project: str | None) -> str:
         # The header is required; with no tracked project, a made-up one.

@@ -18,10 +18,3 @@ class MentionsAPISettings(BaseModel):
         description="Signing secret of MentionsAPI webhooks (several: comma-separated, while"
         " rotating); unset: deliveries are refused.",
     )
-
-    def webhook_secrets(self) -> list[str]:
-        """Every secret a delivery may be signed with (comma-separated, for rotation)."""
-        raw = self.mentionsapi_webhook_secret
-        if raw is None:
-            return []
-        return [s.strip() for s in raw.get_secret_value().split(",") if s.strip()]

@@ -17,7 +17,8 @@ import hashlib
 import hmac
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from worker.vendors.base import SignatureError, Verified
 
 V1_HEADER = "mentionsapi-signature"
 HEX_HEADER = "x-mentionsapi-signature"
@@ -25,19 +26,7 @@ HEX_TIMESTAMP_HEADER = "x-mentionsapi-timestamp"
 _MAX_HEADER = 4096
 
 
-class SignatureError(Exception):
-    """A delivery that must be refused; `status` is 400 (malformed) or 401 (not ours)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class Verified:
-    scheme: str  # "v1" or "hex"
-    timestamp: float
+__all__ = ["SignatureError", "Verified", "sign_hex", "sign_v1", "verify"]
 
 
 def sign_v1(secret: str, body: bytes, timestamp: int) -> str:

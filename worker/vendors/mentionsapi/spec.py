@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
-from models import Ask, TrackedState, Vendor
+from models import Ask, LabelScope, TrackedState, Vendor
 from worker.config import Settings
 from worker.normalize import Normalized, PayloadError
 from worker.outcome import Action, Outcome, Rule
@@ -19,6 +19,7 @@ from worker.vendors.base import (
     envelope_message,
     path_segment,
 )
+from worker.vendors.mentionsapi import signatures, webhooks
 from worker.vendors.mentionsapi.normalize import PENDING_STATUSES, answer_status, normalize_ask
 
 # Plans (api-notes): X-RateLimit-Limit is the burst; the sustained rate by plan.
@@ -29,6 +30,7 @@ class MentionsAPI(VendorSpec):
     vendor = Vendor.MENTIONSAPI
     title = "MentionsAPI"
     sends_webhooks = True
+    webhook_ignored_detail = f"not an {webhooks.EVENT_TYPE} event"
     rule_overrides: ClassVar[Mapping[int | str, Rule]] = {
         202: Rule(Action.INSPECT, "queued or processing: poll again later"),
         410: Rule(Action.EXPIRE, "older than the 30-day retention: recorded as lost"),
@@ -39,6 +41,10 @@ class MentionsAPI(VendorSpec):
     archive_key_name = "ask_id"
     probe_id = "ask_mentionsync_doctor_probe"
     id_noun = "ask ids"
+    label_scopes = (LabelScope.ASK,)
+    key_prefix = "lvk_"
+    # Enterprise, the largest plan.
+    top_budget = Budget(PLANS[max(PLANS)], float(max(PLANS)))
 
     def url(self, settings: Settings, target: Target) -> str:
         base = settings.mentionsapi_base_url.rstrip("/")
@@ -76,9 +82,13 @@ class MentionsAPI(VendorSpec):
         detail = ": ".join(p for p in (code, message) if p)
         return f"HTTP {raw.status}" + (f" {detail}" if detail else "")
 
-    def budget_from_limit(self, limit: float) -> Budget:
+    def budget_from_limit(self, limit: float, window: float | None = None) -> Budget:
         # Every paid plan's burst is twice its sustained rate; Free is the exception.
         return Budget(PLANS.get(int(limit), limit / 2), limit)
+
+    # Signed under either documented scheme; `data` is the body a poll returns.
+    verify_delivery = staticmethod(signatures.verify)
+    parse_delivery = staticmethod(webhooks.parse_envelope)
 
 
 MENTIONSAPI = MentionsAPI()

@@ -8,33 +8,20 @@ Signatures: worker/vendors/mentionsapi/signatures.py.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from worker.common import parse_iso_utc
 from worker.normalize import PayloadError, parse_json
+from worker.vendors.base import BadDelivery, Envelope
 
 EVENT_TYPE = "ask.completed"
 V1_EVENT_ID_HEADER = "mentionsapi-event-id"
 HEX_DELIVERY_ID_HEADER = "x-mentionsapi-delivery-id"
 
 
-class BadDelivery(ValueError):
-    """Signed, but not an ask.completed envelope we can read: 400."""
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    event_id: str
-    delivery_id: str | None
-    event_type: str
-    external_id: str
-    data: dict[str, Any]
-    created_at: datetime | None
-
-
-def parse_envelope(body: bytes, headers: Any) -> Envelope | None:
+def parse_envelope(body: bytes, headers: Mapping[str, str]) -> Envelope | None:
     """The delivery's envelope, None for an event type other than ask.completed.
     The id and the time are as sent: the caller validates them."""
     try:
@@ -76,7 +63,7 @@ def _header_id(value: str | None) -> str | None:
     return value[:256]
 
 
-def _event_id(doc: dict[str, Any], headers: Any, body: bytes) -> str:
+def _event_id(doc: dict[str, Any], headers: Mapping[str, str], body: bytes) -> str:
     """The idempotency key: the event id, which stays the same across redeliveries.
 
     The envelope's `id` comes first because it is covered by the signature;
