@@ -251,6 +251,18 @@ def test_a_sweep_sends_every_vendor_in_each_message_in_proportion() -> None:
     assert [c for m in messages for c in m if c.vendor is Vendor.MENTIONSAPI] == ma
     assert [c for m in messages for c in m if c.vendor is Vendor.MENTIONLAB] == ml
     assert grouped([]) == []
+    # Shifted, a vendor with fewer batches lands anywhere along its stride, in order.
+    lone = [Claim(Vendor.MENTIONLAB, "t", [100])]
+    where = {
+        next(i for i, m in enumerate(grouped([*ma, *lone], shift)) if len(m) == 2)
+        for shift in (0.0, 0.2, 0.5, 0.9, 0.999)
+    }
+    assert where == {0, 1, 3, 5}
+    for shift in (0.3, 0.7, 0.999):
+        shifted = grouped([*ma, *ml], shift)
+        assert [c for m in shifted for c in m if c.vendor is Vendor.MENTIONLAB] == ml
+        assert [c for m in shifted for c in m if c.vendor is Vendor.MENTIONSAPI] == ma
+        assert all(len(m) >= 1 for m in shifted) and len(shifted) == 6
 
 
 def test_a_batch_is_a_few_round_trips_of_a_process_places(configure) -> None:  # type: ignore[no-untyped-def]

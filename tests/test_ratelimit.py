@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests.conftest import REDIS_URL
+from worker.config import load_settings
 from worker.ratelimit import (
     HEADROOM,
     Budget,
@@ -23,6 +24,7 @@ from worker.ratelimit import (
     LocalBucket,
     SharedBucket,
     budget_from_headers,
+    build_limiter,
     pause_seconds,
 )
 from worker.vendors.registry import MENTIONLAB, MENTIONSAPI
@@ -159,6 +161,50 @@ def test_mentionlab_s_reset_header_says_whether_its_limit_counts_per_second() ->
     assert budget.budget == Budget(50.0, 20.0)
 
 
+def test_a_budget_read_from_headers_is_known_to_the_keys_other_processes() -> None:
+    """Celery's dispatch claims in whichever pool process is free, often one that
+    never fetched: it must plan with the budget the others read, not the safe default
+    (which held an Enterprise key's claims to a batch per tick)."""
+    key = f"test:rl:{uuid.uuid4().hex}"
+    now = [0.0]
+    fetcher = KeyBudget(MENTIONSAPI, shared(key), configured=None)
+    claimer = KeyBudget(MENTIONSAPI, shared(key), configured=None, clock=lambda: now[0])
+    assert not claimer.known and claimer.budget == MENTIONSAPI.safe_budget
+    fetcher.observe(200, httpx.Headers({"X-RateLimit-Limit": "1000"}))
+    assert fetcher.budget == Budget(500.0, 1000.0)
+    assert not claimer.known  # looked up a moment ago: not again before a second
+    now[0] += 1.0
+    assert claimer.known and claimer.budget == Budget(500.0, 1000.0)
+    # Once it hears from the key itself, its own headers decide.
+    claimer.observe(200, httpx.Headers({"X-RateLimit-Limit": "40"}))
+    assert claimer.budget == Budget(20.0, 40.0)
+    # The key's plan changed: the newest reading is shared.
+    now[0] += 1.0
+    assert KeyBudget(MENTIONSAPI, shared(key), configured=None).budget == Budget(20.0, 40.0)
+    # Anything else under the key (another program, a garbled value) is ignored.
+    client = redis.Redis.from_url(REDIS_URL)
+    for garbage in (b"fast", b"500", b"nan 10", b"-5 10", b"500 0.5"):
+        client.set(f"{key}:budget", garbage)
+        stranger = KeyBudget(MENTIONSAPI, shared(key), configured=None)
+        assert not stranger.known and stranger.budget == MENTIONSAPI.safe_budget
+
+
+def test_without_redis_each_process_learns_the_budget_on_its_own(configure) -> None:  # type: ignore[no-untyped-def]
+    configure(
+        CELERY_BROKER_URL="sqla+sqlite:///:memory:",
+        REDIS_URL="",
+        MENTIONSAPI_RATE_LIMIT="",
+        MENTIONSAPI_RATE_BURST="",
+    )
+    settings = load_settings()
+    assert settings.shared_redis_url is None
+    limiter = build_limiter(settings, MENTIONSAPI)
+    assert not limiter.known
+    limiter.observe(200, httpx.Headers({"X-RateLimit-Limit": "1000"}))
+    assert limiter.known and limiter.budget == Budget(500.0, 1000.0)
+    assert build_limiter(settings, MENTIONSAPI).known is False  # nothing shared
+
+
 def test_pause_comes_from_retry_after_else_reset() -> None:
     assert pause_seconds(200, httpx.Headers({"Retry-After": "9"}), 0) is None
     assert pause_seconds(429, httpx.Headers({"Retry-After": "7"}), 0) == 7.0
@@ -211,6 +257,12 @@ class CountingBucket:
 
     def sync(self, budget: Budget, remaining: float) -> None:
         self.bucket.sync(budget, remaining)
+
+    def share(self, budget: Budget) -> None:
+        self.bucket.share(budget)
+
+    def shared(self) -> Budget | None:
+        return self.bucket.shared()
 
 
 def test_a_fast_key_takes_its_slots_a_few_at_a_time_and_drops_stale_ones() -> None:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,7 +93,7 @@ def claim_batches(
     return claims, waiting
 
 
-def grouped(claims: Sequence[Claim]) -> list[list[Claim]]:
+def grouped(claims: Sequence[Claim], shift: float = 0.0) -> list[list[Claim]]:
     """The batches of one sweep as messages, each with at most one batch of each
     vendor, every vendor's batches spread evenly over the messages (in claim
     order: earliest deadline first).
@@ -100,6 +101,9 @@ def grouped(claims: Sequence[Claim]) -> list[list[Claim]]:
     A worker process takes its next message only when it needs more of some key
     (Pipeline.wait_for_room), and cannot choose the vendor of that message; with a
     share of every vendor in each, whichever process needs work gets some of each.
+    `shift` (in [0, 1)) moves a vendor with fewer batches along its stride: the
+    process sweeping is busy while the first message goes out, so a vendor
+    always in that message would always go to the other processes.
     """
     by_vendor: dict[Vendor, list[Claim]] = {}
     for claim in claims:
@@ -108,7 +112,7 @@ def grouped(claims: Sequence[Claim]) -> list[list[Claim]]:
     messages: list[list[Claim]] = [[] for _ in range(count)]
     for batches in by_vendor.values():
         for k, claim in enumerate(batches):
-            messages[k * count // len(batches)].append(claim)
+            messages[int((k + shift) * count / len(batches))].append(claim)
     return messages
 
 
@@ -141,7 +145,7 @@ def sweep(
     with runtime.db.session() as session:
         claims, waiting = claim_batches(session, runtime, max_ids=max_ids)
     result = Sweep(claims, waiting)
-    messages = grouped(claims)
+    messages = grouped(claims, shift=random.random())
     for i, message in enumerate(messages):
         try:
             send(message)

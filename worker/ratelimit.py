@@ -10,7 +10,10 @@ instead of all at once.
 The budget is set, in order of preference, from:
 1. `{VENDOR}_RATE_LIMIT` / `{VENDOR}_RATE_BURST` (the key's plan, configured);
 2. the `X-RateLimit-Limit` header, read through the vendor's documented plans;
-3. a safe default (the cheapest documented plan) while no header has been seen.
+3. what another process read from those headers, shared beside the bucket in
+   Redis: a process that only claims (Celery's dispatch runs in whichever pool
+   process is free) must not plan with the safe default while others know better;
+4. a safe default (the cheapest documented plan) while no header has been seen.
 
 `X-RateLimit-Remaining` lowers the mirror when the vendor counts fewer tokens
 than we do (another client on the same key), a 429's `Retry-After` (or, without
@@ -53,6 +56,12 @@ SLOT_TTL_SECONDS = 0.5
 # The vendor's Remaining count is pushed to the shared bucket at most this often
 # per process: it corrects drift, it does not need to be exact per request.
 SYNC_INTERVAL_SECONDS = 0.1
+# A budget read from headers is shared for this long after the last process
+# that read it said so, and re-said at most this often; a process that has not
+# heard from the key looks it up at most once a second.
+SHARED_BUDGET_TTL_SECONDS = 3600
+SHARE_EVERY_SECONDS = 60.0
+LOOKUP_EVERY_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,11 +353,51 @@ class SharedBucket:
         self.local.sync(self._local_budget(budget), remaining * self.local_share)
         self._push_to((budget.burst - remaining) * interval)
 
+    def share(self, budget: Budget) -> None:
+        if self._redis_ok():
+            try:
+                self.client.set(
+                    f"{self.key}:budget",
+                    f"{budget.rate!r} {budget.burst!r}",
+                    ex=SHARED_BUDGET_TTL_SECONDS,
+                )
+            except redis.RedisError as exc:
+                self._went_down(exc)
+
+    def shared(self) -> Budget | None:
+        if not self._redis_ok():
+            return None
+        try:
+            value = self.client.get(f"{self.key}:budget")
+        except redis.RedisError as exc:
+            self._went_down(exc)
+            return None
+        return parse_shared_budget(value)
+
+
+def parse_shared_budget(value: bytes | None) -> Budget | None:
+    """A budget as `SharedBucket.share` stores it; None for anything else (a
+    missing key, or a value some other program wrote)."""
+    if value is None:
+        return None
+    try:
+        rate, burst = (float(part) for part in value.split())
+    except ValueError:
+        return None
+    if not (math.isfinite(rate) and math.isfinite(burst) and rate > 0 and burst >= 1):
+        return None
+    return Budget(rate, burst)
+
 
 class Bucket(Protocol):
     def reserve_many(self, budget: Budget, n: int, max_wait: float) -> tuple[int, float]: ...
     def pause(self, budget: Budget, seconds: float) -> None: ...
     def sync(self, budget: Budget, remaining: float) -> None: ...
+    def share(self, budget: Budget) -> None:
+        """Tell the key's other processes the budget read from its headers."""
+
+    def shared(self) -> Budget | None:
+        """The budget another process read from the key's headers, if any."""
 
 
 class KeyBudget:
@@ -376,6 +425,9 @@ class KeyBudget:
         self._lock = threading.Lock()
         self._slots: collections.deque[float] = collections.deque()  # monotonic send times
         self._synced_at = -math.inf
+        self._shared_at = -math.inf  # when `learned` was last shared
+        self._others: Budget | None = None  # what another process shared
+        self._looked_at = -math.inf
 
     @property
     def budget(self) -> Budget:
@@ -383,11 +435,24 @@ class KeyBudget:
             return self.configured
         if self.learned is not None:
             return self.learned
-        return self.plan.safe_budget
+        return self._from_others() or self.plan.safe_budget
 
     @property
     def known(self) -> bool:
-        return self.configured is not None or self.learned is not None or self.answered
+        if self.configured is not None or self.learned is not None or self.answered:
+            return True
+        return self._from_others() is not None
+
+    def _from_others(self) -> Budget | None:
+        """The budget other processes read from headers, until this one has heard
+        from the key itself (looked up at most every LOOKUP_EVERY_SECONDS)."""
+        if self.answered:
+            return None
+        now = self._clock()
+        if now - self._looked_at >= LOOKUP_EVERY_SECONDS:
+            self._looked_at = now
+            self._others = self.bucket.shared()
+        return self._others
 
     def take(self, max_wait: float) -> tuple[bool, float]:
         """Reserve this key's next slot if it comes within `max_wait` seconds:
@@ -440,6 +505,10 @@ class KeyBudget:
                     extra={"vendor": self.vendor.value},
                 )
                 self.learned = learned
+                self._shared_at = -math.inf
+            if learned is not None and self._clock() - self._shared_at >= SHARE_EVERY_SECONDS:
+                self._shared_at = self._clock()
+                self.bucket.share(learned)
         pause = pause_seconds(status, headers, time.time(), self.max_pause)
         if pause is not None:
             log.info(
@@ -497,11 +566,11 @@ class _LocalOnly:
     """No Redis configured: a per-process share of the budget."""
 
     def __init__(self, share: float) -> None:
-        self.share = share
+        self.fraction = share
         self.local = LocalBucket()
 
     def _scaled(self, budget: Budget) -> Budget:
-        return Budget(budget.rate * self.share, max(1.0, budget.burst * self.share))
+        return Budget(budget.rate * self.fraction, max(1.0, budget.burst * self.fraction))
 
     def reserve_many(self, budget: Budget, n: int, max_wait: float) -> tuple[int, float]:
         return self.local.reserve_many(self._scaled(budget), n, max_wait)
@@ -510,4 +579,10 @@ class _LocalOnly:
         self.local.pause(self._scaled(budget), seconds)
 
     def sync(self, budget: Budget, remaining: float) -> None:
-        self.local.sync(self._scaled(budget), remaining * self.share)
+        self.local.sync(self._scaled(budget), remaining * self.fraction)
+
+    def share(self, budget: Budget) -> None:
+        pass  # each process learns the budget from its own answers
+
+    def shared(self) -> Budget | None:
+        return None
