@@ -11,4 +11,6 @@ scripts/services.sh
 .venv/bin/ruff format --check --quiet .
 .venv/bin/mypy                     # strict on worker/ and models/ (pyproject.toml)
 .venv/bin/lint-imports --no-cache  # layering and no import cycles (pyproject.toml)
-exec .venv/bin/pytest "$@"
+# Two test processes (each with its own database and Redis database: tests/conftest.py),
+# one file each at a time: most tests wait on real processes, not on the CPU.
+exec .venv/bin/pytest -n "${TEST_PROCESSES:-2}" --dist loadfile "$@"

@@ -4,7 +4,8 @@ the simulator on loopback. Nothing of ours is mocked.
 Environment (all optional):
 - TEST_POSTGRES_URL: server to create the test database on
   (default postgresql+psycopg://postgres@127.0.0.1:5432/postgres)
-- TEST_REDIS_URL: Redis for broker tests (default redis://127.0.0.1:6379/15)
+- TEST_REDIS_URL: Redis for broker tests (default redis://127.0.0.1:6379/15; under
+  pytest-xdist, worker gwN uses database 13 - N of that server: tests flush theirs)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -22,7 +24,17 @@ from sqlalchemy.engine import Engine
 ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _redis_url() -> str:
+    url = urlsplit(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
+    if worker:  # each test process flushes its own database only
+        url = url._replace(path=f"/{13 - int(worker.removeprefix('gw'))}")
+    return urlunsplit(url)
+
+
+REDIS_URL = _redis_url()
 ROOT = Path(__file__).resolve().parent.parent
 
 # Every test process gets its own database, so parallel runs never collide.
