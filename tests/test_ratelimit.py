@@ -19,6 +19,8 @@ from tests.conftest import REDIS_URL
 from worker.config import load_settings
 from worker.ratelimit import (
     HEADROOM,
+    PREFETCH_SECONDS,
+    PREFETCH_SLOTS,
     Budget,
     KeyBudget,
     LocalBucket,
@@ -271,13 +273,15 @@ def test_a_fast_key_takes_its_slots_a_few_at_a_time_and_drops_stale_ones() -> No
     fast = KeyBudget(
         MENTIONSAPI, counting, Budget(1000, 1000), sleep=lambda _: None, clock=lambda: now[0]
     )
-    assert all(fast.acquire(max_wait=1.0) is None for _ in range(64))
-    # 50 ms of a 970/s budget is 48 slots, capped at 16: four round trips for 64 requests.
-    assert counting.calls == [16, 16, 16, 16]
+    # PREFETCH_SECONDS of a 970/s budget, at most PREFETCH_SLOTS, per round trip.
+    each = min(PREFETCH_SLOTS, int(1000 * HEADROOM * PREFETCH_SECONDS))
+    assert 16 <= each < 97
+    assert all(fast.acquire(max_wait=1.0) is None for _ in range(4 * each))
+    assert counting.calls == [each] * 4  # four round trips for four times that many requests
     assert fast.acquire(max_wait=1.0) is None
-    now[0] += 10  # the 15 slots left over are stale now: a new reservation is made
+    now[0] += 10  # the slots left over are stale now: a new reservation is made
     assert fast.acquire(max_wait=1.0) is None
-    assert counting.calls == [16] * 6
+    assert counting.calls == [each] * 6
 
     slow_counting = CountingBucket(shared())
     slow = KeyBudget(MENTIONSAPI, slow_counting, Budget(2, 2), sleep=lambda _: None)
@@ -288,7 +292,7 @@ def test_a_fast_key_takes_its_slots_a_few_at_a_time_and_drops_stale_ones() -> No
 def test_a_429_drops_slots_taken_before_it() -> None:
     slept: list[float] = []
     budget = KeyBudget(MENTIONSAPI, shared(), Budget(1000, 1000), sleep=slept.append)
-    assert budget.acquire(max_wait=1.0) is None  # holds 15 more slots now
+    assert budget.acquire(max_wait=1.0) is None  # holds more slots now
     budget.observe(429, httpx.Headers({"Retry-After": "2"}))
     assert budget.acquire(max_wait=10.0) is None
     assert slept[-1] == pytest.approx(2.0, abs=0.05)

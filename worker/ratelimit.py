@@ -22,8 +22,9 @@ is down, each process keeps a local bucket with a fraction of the budget.
 
 A process takes its slots a few at a time (at most PREFETCH_SECONDS of the
 budget, at most PREFETCH_SLOTS) rather than one Redis call per request: on a fast
-key that halves the work per request, and on a slow key it still takes one slot
-at a time. Slots not used within SLOT_TTL_SECONDS are dropped, never sent late.
+key that saves most round trips, each of which also holds up the fetch pipeline's
+event loop, and on a slow key it still takes one slot at a time. Slots not used
+within SLOT_TTL_SECONDS are dropped, never sent late.
 """
 
 from __future__ import annotations
