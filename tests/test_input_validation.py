@@ -368,3 +368,15 @@ def test_non_ascii_signature_headers_are_401(server: tuple[str, subprocess.Popen
     with session_scope() as session:
         (delivery,) = session.scalars(select(WebhookDelivery)).all()
         assert delivery.event_id == orjson.loads(body)["id"] and delivery.delivery_id is None
+
+
+def test_an_unforeseen_error_is_one_line_unless_log_level_debug_asks(configure) -> None:  # type: ignore[no-untyped-def]
+    configure(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:9/nowhere", LOG_LEVEL="INFO")
+    result = cli("status")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "Error: OperationalError: " in result.stderr and "port 9" in result.stderr
+    # The option wins over the environment, as for every other setting.
+    result = cli("--log-level", "DEBUG", "status")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "OperationalError" in result.stderr

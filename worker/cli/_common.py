@@ -30,7 +30,9 @@ class _Commands(click.Group):
         except KeyboardInterrupt:
             raise click.Abort() from None
         except Exception as exc:
-            if os.environ.get("LOG_LEVEL", "").upper() == "DEBUG":
+            # The settings the group built (--log-level wins), else the environment.
+            level = getattr(ctx.obj, "log_level", None) or os.environ.get("LOG_LEVEL", "")
+            if level.upper() == "DEBUG":
                 raise
             first = str(exc).strip().splitlines()
             detail = first[0][:500] if first else ""
