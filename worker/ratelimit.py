@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import httpx
 import redis
@@ -46,6 +46,7 @@ from models import Vendor
 from worker.config import Settings
 
 log = logging.getLogger("mentionsync.ratelimit")
+T = TypeVar("T")
 
 # Aim a little under the vendor's rate: arrival jitter on the network must not
 # turn an exactly-at-the-limit request stream into 429s.
@@ -337,13 +338,18 @@ class SharedBucket:
                 self._went_down(exc)
         return self.local.reserve_many(self._local_budget(budget), n, max_wait)
 
+    def _best_effort(self, call: Callable[[], T]) -> T | None:
+        """`call` against Redis, or None while it is down (then it is marked down)."""
+        if not self._redis_ok():
+            return None
+        try:
+            return call()
+        except redis.RedisError as exc:
+            self._went_down(exc)
+            return None
+
     def _push_to(self, seconds_from_now: float) -> None:
-        if self._redis_ok():
-            try:
-                self._push(keys=[self.key], args=[seconds_from_now])
-                return
-            except redis.RedisError as exc:
-                self._went_down(exc)
+        self._best_effort(lambda: self._push(keys=[self.key], args=[seconds_from_now]))
 
     def pause(self, budget: Budget, seconds: float) -> None:
         self.local.pause(self._local_budget(budget), seconds)
@@ -355,25 +361,13 @@ class SharedBucket:
         self._push_to((budget.burst - remaining) * interval)
 
     def share(self, budget: Budget) -> None:
-        if self._redis_ok():
-            try:
-                self.client.set(
-                    f"{self.key}:budget",
-                    f"{budget.rate!r} {budget.burst!r}",
-                    ex=SHARED_BUDGET_TTL_SECONDS,
-                )
-            except redis.RedisError as exc:
-                self._went_down(exc)
+        value = f"{budget.rate!r} {budget.burst!r}"
+        self._best_effort(
+            lambda: self.client.set(f"{self.key}:budget", value, ex=SHARED_BUDGET_TTL_SECONDS)
+        )
 
     def shared(self) -> Budget | None:
-        if not self._redis_ok():
-            return None
-        try:
-            value = self.client.get(f"{self.key}:budget")
-        except redis.RedisError as exc:
-            self._went_down(exc)
-            return None
-        return parse_shared_budget(value)
+        return parse_shared_budget(self._best_effort(lambda: self.client.get(f"{self.key}:budget")))
 
 
 def parse_shared_budget(value: bytes | None) -> Budget | None:
@@ -507,8 +501,9 @@ class KeyBudget:
                 )
                 self.learned = learned
                 self._shared_at = -math.inf
-            if learned is not None and self._clock() - self._shared_at >= SHARE_EVERY_SECONDS:
-                self._shared_at = self._clock()
+            now = self._clock()
+            if learned is not None and now - self._shared_at >= SHARE_EVERY_SECONDS:
+                self._shared_at = now
                 self.bucket.share(learned)
         pause = pause_seconds(status, headers, time.time(), self.max_pause)
         if pause is not None:
