@@ -38,6 +38,7 @@ from bench.harness import (
     user_env,
 )
 from bench.vendorpace import (
+    DRAIN_CHECK_SECONDS,
     Command,
     Sampler,
     exact_result,
@@ -108,7 +109,7 @@ def run(
                             break  # Ctrl-C did not stop it: command.stop() terminates it
                         note_drained(engine, drained_at, sampler.now())
                         with contextlib.suppress(subprocess.TimeoutExpired):
-                            proc.wait(0.25)
+                            proc.wait(DRAIN_CHECK_SECONDS)
                     wall = time.monotonic() - started
                     end = sampler.now()
             finally:

@@ -43,6 +43,7 @@ from bench.harness import (
 )
 from bench.naive import Item, interleaved
 from bench.vendorpace import (
+    DRAIN_CHECK_SECONDS,
     VENDORS,
     Command,
     Sampler,
@@ -145,7 +146,9 @@ def run(
                         drained = note_drained(engine, drained_at, sampler.now())
                         return drained or sampler.now() > deadline
 
-                    wait_until(done, plan.max_seconds + 60, "every id final", interval=0.25)
+                    wait_until(
+                        done, plan.max_seconds + 60, "every id final", interval=DRAIN_CHECK_SECONDS
+                    )
                     end = sampler.now()
             finally:
                 command.stop()

@@ -49,6 +49,9 @@ LIMITS = {MENTIONSAPI: 500.0, MENTIONLAB: 100.0}
 RATE_TARGET = 0.95  # of each vendor's limit, successful requests/s in the steady window
 SHARE_429_TARGET = 1.0  # % of each vendor's answers
 RSS_TARGET_MB = 250.0
+# How often the run asks the database whether every id is final: the query
+# scans tracked_ids, and asked more often it takes CPU from the run it measures.
+DRAIN_CHECK_SECONDS = 1.0
 EDGE = 0.10  # the steady window leaves out the first and last 10 % of a vendor's run
 MB = 1024 * 1024
 TRUTH_SCHEMA = "bench_truth"

@@ -4,15 +4,18 @@ status, and never leaks; fixing the key resumes polling."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import select, text
 
-from models import TrackedId, TrackedState, Vendor
+from models import TrackedId, TrackedState, Vendor, VendorAccount, utcnow
 from simulator import Dataset
 from tests.helpers import cli
 from tests.resources import session_scope
-from worker.config import fingerprint
+from worker.accounts import update_account
+from worker.config import fingerprint, load_settings
+from worker.outcome import Action, Outcome
 
 BAD_KEY = "lvk_live_revoked_0123456789abcdef"
 
@@ -77,3 +80,36 @@ def test_missing_key_is_reported_not_polled(sim, configure) -> None:  # type: ig
     assert httpx.get(f"{base_url}/_sim/stats").json()["requests"] == 0
     report = json.loads(cli("status", "--json").stdout)
     assert report["accounts"][Vendor.MENTIONLAB.value]["configured"] is False
+
+
+def test_the_key_row_is_written_only_when_the_keys_state_changes() -> None:
+    """Every batch's write passes through update_account; a working key's row
+    is left alone (no lock, no write), and a pause or a refusal still lands."""
+    settings = load_settings()
+    vendor = Vendor.MENTIONSAPI
+    t0 = utcnow().replace(microsecond=0)
+    works = [Outcome(Action.ARCHIVE, 200)]
+
+    def apply(outcomes: list[Outcome], at: timedelta) -> VendorAccount | None:
+        with session_scope() as session:
+            update_account(session, vendor, outcomes, now=t0 + at, settings=settings)
+        with session_scope() as session:
+            account = session.get(VendorAccount, (vendor, settings.key_fingerprint(vendor)))
+            if account is not None:
+                session.expunge(account)
+            return account
+
+    assert apply(works, timedelta(0)) is None  # nothing to record for a working key
+    paused = apply([Outcome(Action.THROTTLE, 429, retry_after=5.0)], timedelta(seconds=1))
+    assert paused is not None and paused.paused_until == t0 + timedelta(seconds=6)
+    same = apply(works, timedelta(seconds=2))
+    assert same is not None and same.updated_at == t0 + timedelta(seconds=1)
+    shorter = apply([Outcome(Action.THROTTLE, 429, retry_after=1.0)], timedelta(seconds=3))
+    assert shorter is not None and shorter.paused_until == t0 + timedelta(seconds=6)
+    assert shorter.updated_at == t0 + timedelta(seconds=1)
+
+    refused = apply([Outcome(Action.PAUSE_ACCOUNT, 401, reason="bad key")], timedelta(seconds=4))
+    assert refused is not None and refused.auth_failed_at == t0 + timedelta(seconds=4)
+    back = apply(works, timedelta(seconds=5))
+    assert back is not None and back.auth_failed_at is None and back.auth_error is None
+    assert back.updated_at == t0 + timedelta(seconds=5)

@@ -38,6 +38,7 @@ from worker.poller import (
 )
 from worker.ratelimit import pause_seconds, retry_after_seconds
 from worker.registry import label_arguments, register
+from worker.tracking import claim_due
 from worker.vendors.base import Target
 
 PROJECT_OK = "proj-ok"
@@ -360,6 +361,43 @@ def test_a_batch_that_lost_its_lease_writes_nothing(stub: VendorStub) -> None:
     assert taken.lease_token == "another-batch" and taken.attempts == 0
     lapsed = _row(Vendor.MENTIONSAPI, "ask_lapsed")
     assert lapsed.lease_token == claim.token and lapsed.attempts == 0
+
+
+def test_batches_written_together_each_keep_to_their_own_leases(stub: VendorStub) -> None:
+    """The writer puts the answers of several batches in one transaction: each
+    id is still fenced by its own batch's lease, not by any lease of the write."""
+    ids = ["ask_a1", "ask_a2", "ask_b1", "ask_b2"]
+    _asks(stub, ids)
+    settings = load_settings()
+    with session_scope() as session:
+        first = claim_due(session, Vendor.MENTIONSAPI, 2, settings=settings)
+        second = claim_due(session, Vendor.MENTIONSAPI, 2, settings=settings)
+    assert first is not None and second is not None
+    parts = []
+    with session_scope() as session:
+        for claim in (first, second):
+            views, _, _ = load_claim(session, claim)
+            outcomes = fetch_all(suite_runtime(), Vendor.MENTIONSAPI, views, send_within=10)
+            parts.append(writing.Part(claim, views, outcomes))
+    # One id of the first batch was claimed again meanwhile, by the second batch's
+    # claim: the lease held is one the write knows, but not this id's batch's.
+    moved = parts[0].views[1]
+    with session_scope() as session:
+        session.execute(
+            update(TrackedId).where(TrackedId.id == moved.id).values(lease_token=second.token)
+        )
+
+    with session_scope() as session:
+        counts = writing.apply_parts(session, settings, parts)
+
+    kept = {v.external_id for part in parts for v in part.views} - {moved.external_id}
+    assert _archived_asks() == kept
+    assert counts[0] > 0 and counts[1] > 0
+    with session_scope() as session:
+        rows = {r.external_id: r for r in session.scalars(select(TrackedId))}
+    assert rows[moved.external_id].lease_token == second.token
+    assert rows[moved.external_id].state is TrackedState.TRACKED
+    assert all(rows[i].state is TrackedState.ARCHIVED for i in kept)
 
 
 def test_claims_and_leases_use_the_database_clock(

@@ -61,6 +61,27 @@ def account_gate(
     return None
 
 
+def _changes(
+    account: VendorAccount | None,
+    refused: bool,
+    works: bool,
+    pause_until: datetime | None,
+) -> bool:
+    """Whether these outcomes change the key's row (read without a lock; the
+    writer reads it again, locked, before it writes)."""
+    if account is None:
+        return refused or pause_until is not None
+    if refused and not works:
+        return True
+    if works and account.auth_failed_at is not None:
+        return True
+    return pause_until is not None and _extends(account, pause_until)
+
+
+def _extends(account: VendorAccount, pause_until: datetime) -> bool:
+    return account.paused_until is None or account.paused_until < pause_until
+
+
 def update_account(
     session: Session,
     vendor: Vendor,
@@ -81,10 +102,22 @@ def update_account(
     works = any(o.action in KEY_WORKS and o.http_status is not None for o in outcomes)
     if not (refused or throttled or works):
         return
-    account = session.get(VendorAccount, (vendor, fingerprint), with_for_update=True)
+    # Clamped again here: a pause is only as long as MAX_RETRY_AFTER_SECONDS.
+    pause_until = (
+        now + timedelta(seconds=min(max(throttled), settings.max_retry_after_seconds))
+        if throttled
+        else None
+    )
+    # Read first without a lock: the row changes rarely, and every batch of every
+    # process writes through here; locking it each time would make their commits
+    # wait on each other.
+    seen = session.get(VendorAccount, (vendor, fingerprint))
+    if not _changes(seen, refused is not None, works, pause_until):
+        return
+    account = session.get(
+        VendorAccount, (vendor, fingerprint), with_for_update=True, populate_existing=True
+    )
     if account is None:
-        if not (refused or throttled):
-            return
         # Concurrent batches may race to create the row; ON CONFLICT keeps one.
         stmt = dialect_insert(session, VendorAccount.__table__).values(
             vendor=vendor, key_fingerprint=fingerprint, updated_at=now
@@ -107,10 +140,6 @@ def update_account(
     elif works and account.auth_failed_at is not None:
         log.info("%s accepts the API key again; polling resumes", vendor)
         account.auth_failed_at = account.auth_error = account.auth_recheck_at = None
-    if throttled:
-        # Clamped again here: a pause is only as long as MAX_RETRY_AFTER_SECONDS.
-        pause = min(max(throttled), settings.max_retry_after_seconds)
-        until = now + timedelta(seconds=pause)
-        if account.paused_until is None or account.paused_until < until:
-            account.paused_until = until
+    if pause_until is not None and _extends(account, pause_until):
+        account.paused_until = pause_until
     account.updated_at = now

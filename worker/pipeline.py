@@ -49,7 +49,8 @@ from worker.tracking import Claim, load_claim
 from worker.vendors.base import RawResponse, Target
 from worker.vendors.client import VendorClient, build_async_session
 from worker.writing import (
-    apply_outcomes,
+    Part,
+    apply_parts,
     internal_error,
     is_disconnect,
     release_claim,
@@ -701,18 +702,16 @@ class Pipeline:
         def pairs(batch: Batch, indexes: list[int]) -> tuple[list[TrackedView], list[Outcome]]:
             return [batch.views[i] for i in indexes], [_known(batch.outcomes[i]) for i in indexes]
 
-        # Every writer takes its locks in the same order (vendor_accounts rows
-        # first of all): two processes' writes must not deadlock.
+        # In one order every time; the write itself takes its row locks in one
+        # order too (worker/writing.py): two processes' writes must not deadlock.
         ordered = sorted(
             arrived.items(), key=lambda item: (item[0].claim.vendor.value, item[0].claim.token)
         )
 
         def write_all(session: Session) -> dict[Batch, int]:
-            counts = {}
-            for batch, indexes in ordered:
-                views, outcomes = pairs(batch, indexes)
-                counts[batch] = apply_outcomes(session, self.settings, batch.claim, views, outcomes)
-            return counts
+            parts = [Part(batch.claim, *pairs(batch, indexes)) for batch, indexes in ordered]
+            counts = apply_parts(session, self.settings, parts)
+            return {batch: count for (batch, _), count in zip(ordered, counts, strict=True)}
 
         try:
             return write_surviving_outages(

@@ -113,8 +113,9 @@ def _record_brand_names(session: Session, by_table: dict[str, dict[Any, Normaliz
     if names:
         table = BrandName.__table__
         for chunk in _chunks(names, 2):
-            stmt = dialect_insert(session, table).on_conflict_do_nothing(index_elements=["name"])
-            session.execute(stmt, list(chunk))
+            # One multi-row statement: executemany would send one per name.
+            stmt = dialect_insert(session, table).values(list(chunk))
+            session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
 
 
 def _insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:

@@ -16,7 +16,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, Row, and_, bindparam, func, literal, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    cast,
+    column,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+    values,
+)
 from sqlalchemy.orm import Session
 
 from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, utcnow
@@ -164,17 +178,33 @@ def lock_leased(
     session: Session, token: str, ids: Sequence[int], *, live_at: datetime | None = None
 ) -> set[int]:
     """Which of `ids` are still leased to `token`, locked until the transaction
+    ends; with `live_at`, only leases that have not expired by then."""
+    return {id_ for id_, _ in lock_leases(session, [(id_, token) for id_ in ids], live_at=live_at)}
+
+
+def lock_leases(
+    session: Session, leases: Sequence[tuple[int, str]], *, live_at: datetime | None = None
+) -> set[tuple[int, str]]:
+    """Which (id, lease token) pairs still hold, locked until the transaction
     ends; with `live_at`, only leases that have not expired by then.
 
     Every write of a batch goes through this fence: a batch whose lease expired
-    or was taken over (a newer claim, a webhook delivery) writes nothing.
+    or was taken over (a newer claim, a webhook delivery) writes nothing. One
+    statement for the batches of a write; only rows leased to one of them are
+    locked.
     """
-    if not ids:
+    if not leases:
         return set()
-    stmt = select(TrackedId.id).where(TrackedId.id.in_(ids), TrackedId.lease_token == token)
+    ids = sorted({id_ for id_, _ in leases})
+    tokens = sorted({token for _, token in leases})
+    stmt = select(TrackedId.id, TrackedId.lease_token).where(
+        TrackedId.id.in_(ids), TrackedId.lease_token.in_(tokens)
+    )
     if live_at is not None:
         stmt = stmt.where(TrackedId.next_poll_at > live_at)
-    return set(session.scalars(stmt.with_for_update()))
+    wanted = set(leases)
+    rows = session.execute(stmt.with_for_update())
+    return {(id_, token) for id_, token in rows if token is not None and (id_, token) in wanted}
 
 
 # Not archived, and no poll is going to archive them any more once the vendor
@@ -231,23 +261,53 @@ def record_losses(session: Session, settings: Settings, *, now: datetime | None 
     return lost
 
 
-def write_states(
-    session: Session, token: str, planned: Iterable[tuple[int, Mapping[str, Any]]]
-) -> None:
-    """Each id's planned column values, for ids still leased to `token`; one
-    executemany per set of columns."""
-    updates: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for id_, values in planned:
-        row = {**values, "b_id": id_}
-        updates.setdefault(frozenset(row), []).append(row)
+def write_states(session: Session, planned: Iterable[tuple[int, str, Mapping[str, Any]]]) -> None:
+    """Each id's planned column values, for (id, lease token) pairs that still
+    hold; one statement per set of columns."""
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for id_, token, columns in planned:
+        keys = tuple(sorted(columns))
+        groups.setdefault(keys, []).append((id_, token, *(columns[k] for k in keys)))
     table = TrackedId.__table__
-    for keys, rows in updates.items():
+    postgres = session.get_bind().dialect.name == "postgresql"
+    for keys, rows in groups.items():
+        if postgres:
+            _update_from_values(session, table, keys, rows)
+            continue
         stmt = (
             update(table)
-            .where(and_(table.c.id == bindparam("b_id"), table.c.lease_token == token))
-            .values({k: bindparam(k) for k in keys if k != "b_id"})
+            .where(
+                and_(table.c.id == bindparam("b_id"), table.c.lease_token == bindparam("b_token"))
+            )
+            .values({k: bindparam(k) for k in keys})
         )
-        session.connection().execute(stmt, rows)
+        names = ("b_id", "b_token", *keys)
+        session.connection().execute(stmt, [dict(zip(names, row, strict=True)) for row in rows])
+
+
+# Bound parameters per statement stay under Postgres' 65535.
+_MAX_PARAMS = 30_000
+
+
+def _update_from_values(
+    session: Session, table: Table, keys: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """One `UPDATE ... FROM (VALUES ...)` for many rows: a statement per row
+    would cost Postgres (and the driver) more than the rows themselves."""
+    columns = [
+        column("b_id", table.c.id.type),
+        column("b_token", table.c.lease_token.type),
+        *(column(k, table.c[k].type) for k in keys),
+    ]
+    size = max(1, _MAX_PARAMS // len(columns))
+    for start in range(0, len(rows), size):
+        given = values(*columns, name="planned").data(list(rows[start : start + size]))
+        stmt = (
+            update(table)
+            .where(table.c.id == given.c.b_id, table.c.lease_token == given.c.b_token)
+            .values({k: cast(given.c[k], table.c[k].type) for k in keys})
+        )
+        session.execute(stmt)
 
 
 def release(session: Session, token: str, ids: Sequence[int], *, due_at: datetime) -> None:

@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -19,14 +20,16 @@ import orjson
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from models import Vendor
 from worker.accounts import current_account, update_account
 from worker.common import short_error
 from worker.config import Settings
 from worker.db import Database
+from worker.normalize import Normalized
 from worker.outcome import Action, Outcome, TrackedView
 from worker.scheduling import plan, released_until
 from worker.store import store_quarantined, upsert_answers
-from worker.tracking import Claim, db_now, lock_leased, release, write_states
+from worker.tracking import Claim, db_now, lock_leased, lock_leases, release, write_states
 
 log = logging.getLogger("mentionsync.poller")
 _rng = random.Random()
@@ -101,6 +104,15 @@ def write_surviving_outages(
             delay = min(delay * 2, 5.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One claimed batch's share of a write: its ids and their outcomes."""
+
+    claim: Claim
+    views: Sequence[TrackedView]
+    outcomes: Sequence[Outcome]
+
+
 def apply_outcomes(
     session: Session,
     settings: Settings,
@@ -108,24 +120,53 @@ def apply_outcomes(
     views: Sequence[TrackedView],
     outcomes: Sequence[Outcome],
 ) -> int:
+    """`apply_parts` for one batch: the rows it wrote."""
+    return apply_parts(session, settings, [Part(claim, views, outcomes)])[0]
+
+
+def apply_parts(session: Session, settings: Settings, parts: Sequence[Part]) -> list[int]:
     """Write answers, quarantined bodies, tracking state and account state, for
-    the ids whose lease this batch still holds, on the database's clock."""
+    the ids whose lease their batch still holds, on the database's clock; the
+    rows each part wrote.
+
+    The parts of a write share each statement: the writer gathers answers of
+    many batches, and a statement per batch and table would cost more than the
+    rows themselves.
+    """
     now = db_now(session)
-    owned = lock_leased(session, claim.token, [v.id for v in views], live_at=now)
-    pairs = [(v, o) for v, o in zip(views, outcomes, strict=True) if v.id in owned]
-    if len(pairs) < len(views):
-        log.warning(
-            "%d of %d %s ids were no longer leased to this batch; their answers are not written",
-            len(views) - len(pairs),
-            len(views),
-            claim.vendor,
-            extra={"vendor": claim.vendor.value, "count": len(views) - len(pairs)},
-        )
-    if not pairs:
-        return 0
-    written = _store(session, claim.token, pairs, now=now, settings=settings)
-    update_account(session, claim.vendor, [o for _, o in pairs], now=now, settings=settings)
-    return written
+    leases = [(v.id, part.claim.token) for part in parts for v in part.views]
+    owned = lock_leases(session, leases, live_at=now)
+    kept: list[tuple[str, TrackedView, Outcome]] = []
+    sizes: list[int] = []
+    for part in parts:
+        token = part.claim.token
+        pairs = [
+            (v, o) for v, o in zip(part.views, part.outcomes, strict=True) if (v.id, token) in owned
+        ]
+        if len(pairs) < len(part.views):
+            log.warning(
+                "%d of %d %s ids were no longer leased to this batch;"
+                " their answers are not written",
+                len(part.views) - len(pairs),
+                len(part.views),
+                part.claim.vendor,
+                extra={"vendor": part.claim.vendor.value, "count": len(part.views) - len(pairs)},
+            )
+        kept += [(token, v, o) for v, o in pairs]
+        sizes.append(len(pairs))
+    if not kept:
+        return [0] * len(parts)
+    rows = _store(session, kept, now=now, settings=settings)
+    by_vendor: dict[Vendor, list[Outcome]] = {}
+    for _, view, outcome in kept:
+        by_vendor.setdefault(view.vendor, []).append(outcome)
+    for vendor in sorted(by_vendor):  # one order of row locks for every writer
+        update_account(session, vendor, by_vendor[vendor], now=now, settings=settings)
+    counts, start = [], 0
+    for size in sizes:
+        counts.append(sum(rows[start : start + size]))
+        start += size
+    return counts
 
 
 def store_outcomes(
@@ -141,30 +182,31 @@ def store_outcomes(
     still leased to `token` (locked first). Used by the webhook intake, which
     takes its id over in the same transaction."""
     owned = lock_leased(session, token, [v.id for v in views])
-    pairs = [(v, o) for v, o in zip(views, outcomes, strict=True) if v.id in owned]
-    return _store(session, token, pairs, now=now, settings=settings)
+    kept = [(token, v, o) for v, o in zip(views, outcomes, strict=True) if v.id in owned]
+    return sum(_store(session, kept, now=now, settings=settings))
 
 
 def _store(
     session: Session,
-    token: str,
-    pairs: Sequence[tuple[TrackedView, Outcome]],
+    items: Sequence[tuple[str, TrackedView, Outcome]],
     *,
     now: datetime,
     settings: Settings,
-) -> int:
-    planned: list[tuple[TrackedView, Outcome, dict[str, Any]]] = []
-    for view, outcome in pairs:
+) -> list[int]:
+    """Write (lease token, id, outcome) items; the rows each one wrote."""
+    planned: list[tuple[str, TrackedView, Outcome, dict[str, Any]]] = []
+    for token, view, outcome in items:
         try:
             values = plan(view, outcome, now=now, settings=settings, rng=_rng)
         except Exception as exc:  # a value no rule foresaw: this id retries, the rest go on
             reason = internal_error("cannot plan the next poll of", view, exc)
             outcome = Outcome(Action.RETRY, outcome.http_status, reason=f"internal error: {reason}")
             values = plan(view, outcome, now=now, settings=settings, rng=_rng)
-        planned.append((view, outcome, values))
+        planned.append((token, view, outcome, values))
 
-    answers = [o.answer for _, o, _ in planned if o.action is Action.ARCHIVE and o.answer]
-    written = upsert_answers(session, sorted(answers, key=lambda a: a.key_value))
+    answers = [_archived(o) for _, _, o, _ in planned]
+    # Sorted, so that two writers upserting the same answers lock them in one order.
+    upsert_answers(session, sorted((a for a in answers if a), key=lambda a: (a.table, a.key_value)))
 
     quarantined = [
         {
@@ -177,12 +219,16 @@ def _store(
             "body_truncated": o.body_truncated,
             "received_at": now,
         }
-        for v, o, _ in planned
+        for _, v, o, _ in planned
         if o.action is Action.QUARANTINE
     ]
     store_quarantined(session, quarantined)
-    write_states(session, token, [(view.id, values) for view, _, values in planned])
-    return written
+    write_states(session, [(view.id, token, values) for token, view, _, values in planned])
+    return [a.rows if a else 0 for a in answers]
+
+
+def _archived(outcome: Outcome) -> Normalized | None:
+    return outcome.answer if outcome.action is Action.ARCHIVE else None
 
 
 def _apply_one_by_one(
@@ -253,8 +299,7 @@ def _give_back(
             return
         _store(
             session,
-            claim.token,
-            [(view, Outcome(Action.RETRY, None, reason=reason))],
+            [(claim.token, view, Outcome(Action.RETRY, None, reason=reason))],
             now=now,
             settings=settings,
         )

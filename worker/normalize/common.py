@@ -56,6 +56,11 @@ class Normalized:
     def key_value(self) -> Any:
         return self.row[self.key]
 
+    @property
+    def rows(self) -> int:
+        """Rows this answer writes: its own and its children's."""
+        return 1 + sum(len(rows) for rows in self.children.values())
+
 
 class RawJSON(str):
     """A JSON document already serialized: stored as it is, never encoded again.
