@@ -41,10 +41,12 @@ from bench.vendorpace import (
     DRAIN_CHECK_SECONDS,
     Command,
     Sampler,
+    cpu_results,
     exact_result,
     memory_results,
     note_drained,
     outcome,
+    postmaster_pid,
     rate_results,
     register,
     simulator,
@@ -99,7 +101,7 @@ def run(
             proc = command.proc
             assert proc is not None
             try:
-                with Sampler(sim, proc.pid) as sampler:
+                with Sampler(sim, proc.pid, postmaster_pid(engine)) as sampler:
                     while proc.poll() is None:
                         elapsed = time.monotonic() - started
                         if elapsed > plan.max_seconds and not interrupted:
@@ -139,6 +141,7 @@ def run(
     note = f"stopped after {plan.max_seconds:g} s, not drained" if interrupted else ""
     results = rate_results(scenario, figures, note)
     results += memory_results(scenario, mem, total=True)
+    results += cpu_results(scenario, sampler, final)
     results += [
         Result(
             scenario,

@@ -47,10 +47,12 @@ from bench.vendorpace import (
     VENDORS,
     Command,
     Sampler,
+    cpu_results,
     exact_result,
     memory_results,
     note_drained,
     outcome,
+    postmaster_pid,
     rate_results,
     register,
     simulator,
@@ -132,7 +134,7 @@ def run(
             command.start()
             assert command.proc is not None
             try:
-                with Sampler(sim, command.proc.pid) as sampler:
+                with Sampler(sim, command.proc.pid, postmaster_pid(engine)) as sampler:
 
                     def started() -> bool:
                         command.check_alive()
@@ -166,6 +168,7 @@ def run(
     note = "" if drained else f"stopped after {plan.max_seconds:g} s, not drained"
     results = rate_results(scenario, figures, note)
     results += memory_results(scenario, mem)
+    results += cpu_results(scenario, sampler, sum(expected.values()))
     results.append(exact_result(scenario, exact))
 
     # Baselines: the same pace, the first ids of the same set, both vendors mixed.

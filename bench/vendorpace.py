@@ -179,15 +179,23 @@ class Sampler:
 
     sim: SimulatorProcess
     root_pid: int
+    # The database server's main process: its CPU and its children's is Postgres's.
+    postgres_pid: int | None = None
     interval: float = 0.25
     samples: list[Sample] = field(default_factory=list)
     roles: dict[int, str] = field(default_factory=dict)
+    # CPU seconds (user + system) of each process of the command's tree, as last seen.
+    cpu_s: dict[int, float] = field(default_factory=dict)
+    postgres_cpu_s: float = 0.0
+    simulator_cpu_s: float = 0.0
     started: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def __enter__(self) -> Sampler:
         self.started = time.monotonic()
+        self.postgres_cpu_s = -_tree_cpu(self.postgres_pid)
+        self.simulator_cpu_s = -_tree_cpu(self.sim.proc.pid if self.sim.proc is not None else None)
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
         self._thread.start()
         return self
@@ -196,6 +204,8 @@ class Sampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        self.postgres_cpu_s += _tree_cpu(self.postgres_pid)
+        self.simulator_cpu_s += _tree_cpu(self.sim.proc.pid if self.sim.proc is not None else None)
 
     def _run(self) -> None:
         with httpx.Client(timeout=5.0) as client:
@@ -233,6 +243,8 @@ class Sampler:
         for proc in procs:
             try:
                 out[proc.pid] = proc.memory_info().rss / MB
+                times = proc.cpu_times()
+                self.cpu_s[proc.pid] = times.user + times.system
                 if proc.pid not in self.roles:
                     self.roles[proc.pid] = role(proc)
             except psutil.Error:
@@ -241,6 +253,50 @@ class Sampler:
 
     def now(self) -> float:
         return time.monotonic() - self.started
+
+
+def _tree_cpu(pid: int | None) -> float:
+    """CPU seconds of a process, its children alive and those it has reaped."""
+    if pid is None:
+        return 0.0
+    try:
+        proc = psutil.Process(pid)
+        times = proc.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in proc.children():
+            with contextlib.suppress(psutil.Error):
+                child_times = child.cpu_times()
+                total += child_times.user + child_times.system
+    except psutil.Error:
+        return 0.0
+    return float(total)
+
+
+def postmaster_pid(engine: Engine) -> int | None:
+    """The Postgres server's main process, if it runs on this machine."""
+    with engine.connect() as conn:
+        backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    try:
+        return int(psutil.Process(int(backend)).ppid())
+    except psutil.Error:
+        return None  # a server elsewhere: its CPU is not this machine's
+
+
+def cpu_results(scenario: str, sampler: Sampler, ids: int) -> list[Result]:
+    """CPU time per final id: mentionsync's processes, Postgres (all of the
+    server's processes) and the simulator. Not targets: where the CPU of a run
+    goes, to compare changes by (the rates move with the machine's speed). A
+    process of the command that exited loses up to one sample interval."""
+    per = 1e6 / max(1, ids)
+    parts = {
+        "mentionsync, all its processes": sum(sampler.cpu_s.values()),
+        "Postgres": sampler.postgres_cpu_s,
+        "simulator": sampler.simulator_cpu_s,
+    }
+    return [
+        Result(scenario, f"CPU per final id: {name}", seconds * per, "µs", target=None)
+        for name, seconds in parts.items()
+    ]
 
 
 def role(proc: psutil.Process) -> str:
