@@ -104,6 +104,16 @@ def test_vendor_remaining_lowers_our_count() -> None:
     assert other.reserve(BUDGET, 3600) == 0.0
 
 
+def test_the_vendor_s_remaining_count_reaches_the_key_s_other_processes() -> None:
+    """The floor a low remaining count sets goes out with the process's next
+    reservation (no round trip of its own), and then holds for every process."""
+    key = f"test:rl:{uuid.uuid4().hex}"
+    ours, theirs = shared(key), shared(key)
+    ours.sync(BUDGET, remaining=0)
+    assert ours.reserve(BUDGET, 3600) == pytest.approx(INTERVAL, abs=0.02)
+    assert theirs.reserve(BUDGET, 3600) == pytest.approx(2 * INTERVAL, abs=0.02)
+
+
 def test_dead_redis_falls_back_to_a_local_share(caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -263,6 +263,8 @@ local interval, burst, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber
 local n, horizon = tonumber(ARGV[4]), tonumber(ARGV[5])
 -- A TAT beyond the horizon (written by a bug or an older version) is not honoured.
 local tat = math.min(math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now), now + horizon)
+-- The floor the vendor's remaining count set since this process's last call.
+tat = math.max(tat, now + tonumber(ARGV[6] or 0))
 local wait = tat - now - (burst - 1) * interval
 if wait > max_wait then return {'0', tostring(wait)} end
 local granted = math.min(n, math.floor((max_wait - wait) / interval) + 1)
@@ -302,6 +304,9 @@ class SharedBucket:
         self._push = client.register_script(_PUSH)
         self._down_until = 0.0
         self._lock = threading.Lock()
+        # A floor from the vendor's remaining count (monotonic time), sent with the
+        # next reservation rather than in a round trip of its own.
+        self._floor_at = -math.inf
 
     def _redis_ok(self) -> bool:
         return time.monotonic() >= self._down_until
@@ -330,8 +335,10 @@ class SharedBucket:
             interval = 1.0 / budget.effective_rate
             try:
                 horizon = self.max_pause + budget.burst * interval
+                floor_at, self._floor_at = self._floor_at, -math.inf
+                floor = min(horizon, max(0.0, floor_at - time.monotonic()))
                 granted, wait = self._reserve(
-                    keys=[self.key], args=[interval, budget.burst, max_wait, n, horizon]
+                    keys=[self.key], args=[interval, budget.burst, max_wait, n, horizon, floor]
                 )
                 return int(granted), float(wait)
             except redis.RedisError as exc:
@@ -358,7 +365,10 @@ class SharedBucket:
     def sync(self, budget: Budget, remaining: float) -> None:
         interval = 1.0 / budget.effective_rate
         self.local.sync(self._local_budget(budget), remaining * self.local_share)
-        self._push_to((budget.burst - remaining) * interval)
+        # Sent with this process's next reservation, a few slots from now: a
+        # round trip per sync would cost more than the slots it saves.
+        floor_at = time.monotonic() + (budget.burst - remaining) * interval
+        self._floor_at = max(self._floor_at, floor_at)
 
     def share(self, budget: Budget) -> None:
         value = f"{budget.rate!r} {budget.burst!r}"
