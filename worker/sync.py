@@ -71,10 +71,17 @@ VENDORS = list(Vendor)
 def room(runtime: Runtime, processes: int) -> dict[Vendor, int]:
     """Ids of each vendor this process may still take in: its share of
     MAX_IN_FLIGHT (which bounds how far ahead of its budget a key is claimed),
-    at least a batch."""
+    at least a batch; nothing while less than a batch is free and some of the
+    vendor's ids are still in flight, so that claims come in whole batches (a
+    claim's statements cost as much for 20 ids as for 100)."""
     settings = runtime.settings
     share = max(settings.batch_size, settings.max_in_flight // max(1, processes))
-    return {v: max(0, share - runtime.pipeline.in_flight(v)) for v in runtime.clients}
+    space = {}
+    for vendor in runtime.clients:
+        held = runtime.pipeline.in_flight(vendor)
+        free = max(0, share - held)
+        space[vendor] = free if free >= settings.batch_size or not held else 0
+    return space
 
 
 def poll(
