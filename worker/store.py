@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import BindParameter, Table, bindparam, delete, literal_column
+from sqlalchemy import (
+    BindParameter,
+    Boolean,
+    Column,
+    Table,
+    TextualSelect,
+    bindparam,
+    column,
+    delete,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -49,6 +61,7 @@ def upsert_answers(session: Session, answers: Iterable[Normalized]) -> int:
         by_table.setdefault(answer.table, {})[answer.key_value] = answer
 
     written = 0
+    postgres = session.get_bind().dialect.name == "postgresql"
     for table_name, batch in by_table.items():
         parent = metadata.tables[table_name]
         any_answer = next(iter(batch.values()))
@@ -57,28 +70,18 @@ def upsert_answers(session: Session, answers: Iterable[Normalized]) -> int:
 
         # Only the columns the rows carry are replaced: `reprocess` rebuilds from
         # raw_payload and leaves raw_body (the exact body, when kept) as it is.
-        given = set(parent_rows[0])
-        stmt = dialect_insert(session, parent)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[key],
-            set_={
-                c.name: stmt.excluded[c.name]
-                for c in parent.columns
-                if c.name != key.name and c.name in given
-            },
-        )
-        postgres = session.get_bind().dialect.name == "postgresql"
-        if postgres:
-            # Which parents were there already: only their old children need
-            # deleting, and on a first archive (the usual case) none do. xmax is
-            # zero on a row this INSERT created, our transaction id on one it
-            # updated; asked in the same statement, so no other writer can slip in.
-            stmt = stmt.returning(key, literal_column("xmax <> 0"))
+        given = [c for c in parent.columns if c.name in parent_rows[0]]
         replaced: list[Any] = []
-        for chunk in _chunks(parent_rows, len(parent.columns)):
-            result = session.execute(stmt, list(chunk))
-            if postgres:
-                replaced += [k for k, existed in result if existed]
+        if postgres:
+            replaced = _upsert_from_arrays(session, parent, key, given, parent_rows)
+        else:
+            stmt = dialect_insert(session, parent)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[key],
+                set_={c.name: stmt.excluded[c.name] for c in given if c.name != key.name},
+            )
+            for chunk in _chunks(parent_rows, len(parent.columns)):
+                session.execute(stmt, list(chunk))
         written += len(parent_rows)
 
         keys = replaced if postgres else list(batch)
@@ -112,10 +115,92 @@ def _record_brand_names(session: Session, by_table: dict[str, dict[Any, Normaliz
     names = sorted(brand_name_rows(children), key=lambda r: r["name"])
     if names:
         table = BrandName.__table__
+        if session.get_bind().dialect.name == "postgresql":
+            # One statement: executemany would send one per name.
+            columns = (table.c.name, table.c.fold_key)
+            sql = _insert_sql(
+                session.get_bind().dialect, table, tuple(columns), "name", upsert=False
+            )
+            session.execute(sql, array_params(session, columns, names))
+            return
         for chunk in _chunks(names, 2):
-            # One multi-row statement: executemany would send one per name.
-            stmt = dialect_insert(session, table).values(list(chunk))
-            session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+            stmt = dialect_insert(session, table).on_conflict_do_nothing(index_elements=["name"])
+            session.execute(stmt, list(chunk))
+
+
+def _upsert_from_arrays(
+    session: Session,
+    table: Table,
+    key: Column[Any],
+    columns: Sequence[Column[Any]],
+    rows: Sequence[Mapping[str, Any]],
+) -> list[Any]:
+    """`INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO UPDATE`: the keys of
+    the rows that were there already.
+
+    Which parents were there already: only their old children need deleting,
+    and on a first archive (the usual case) none do. xmax is zero on a row this
+    INSERT created, our transaction id on one it updated; asked in the same
+    statement, so no other writer can slip in."""
+    sql = _insert_sql(session.get_bind().dialect, table, tuple(columns), key.name, upsert=True)
+    result = session.execute(sql, array_params(session, columns, rows))
+    return [k for k, existed in result if existed]
+
+
+@functools.cache
+def _insert_sql(
+    dialect: Dialect,
+    table: Table,
+    columns: tuple[Column[Any], ...],
+    conflict: str,
+    *,
+    upsert: bool,
+) -> TextualSelect:
+    """An INSERT of rows given as one array per column (see `array_params`):
+    the statement's text is the same whatever the row count, so it is built
+    and prepared once, and nothing is parsed per row. On a conflict on the
+    column `conflict`, `upsert` replaces the other columns and returns each
+    row's key and whether it was there already; else the row is skipped."""
+    quote = dialect.identifier_preparer.quote
+    names = [quote(c.name) for c in columns]
+    key = quote(conflict)
+    # Built from the tables' own names and types, never from input.
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(names)})"  # noqa: S608
+        f" SELECT * FROM {unnest_arrays(dialect, columns)} ON CONFLICT ({key})"
+    )
+    if upsert:
+        # The key itself when there is nothing else: DO UPDATE still returns the row.
+        replaced = [f"{n} = EXCLUDED.{n}" for c, n in zip(columns, names, strict=True)]
+        kept = [r for c, r in zip(columns, replaced, strict=True) if c.name != conflict]
+        sets = ", ".join(kept) or f"{key} = EXCLUDED.{key}"
+        sql += f" DO UPDATE SET {sets} RETURNING {key}, xmax <> 0 AS existed"
+        # Typed: keys come back as the table's own type converts them (UUIDs as text).
+        return text(sql).columns(table.c[conflict], column("existed", Boolean()))
+    return text(sql + " DO NOTHING").columns()
+
+
+def unnest_arrays(dialect: Dialect, columns: Sequence[Column[Any]]) -> str:
+    """`unnest(CAST(:a0 AS type0[]), ...)`: rows passed as one array per column,
+    named as `array_params` names them."""
+    casts = ", ".join(
+        f"CAST(:a{i} AS {c.type.compile(dialect=dialect)}[])" for i, c in enumerate(columns)
+    )
+    return f"unnest({casts})"
+
+
+def array_params(
+    session: Session, columns: Sequence[Column[Any]], rows: Sequence[Mapping[str, Any]]
+) -> dict[str, list[Any]]:
+    """The parameters of `unnest_arrays`: each column's values, converted as an
+    INSERT would convert them (JSON documents, UTC timestamps)."""
+    dialect = session.get_bind().dialect
+    params = {}
+    for i, col in enumerate(columns):
+        process = col.type.dialect_impl(dialect).bind_processor(dialect)
+        values = [row.get(col.key) for row in rows]
+        params[f"a{i}"] = [process(v) for v in values] if process else values
+    return params
 
 
 def _insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:

@@ -9,6 +9,7 @@ worker/tracking_reads.py; nothing else issues SQL against tracked_ids.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,17 +21,17 @@ from sqlalchemy import (
     CursorResult,
     Row,
     Table,
+    TextClause,
     and_,
     bindparam,
-    cast,
-    column,
     func,
     literal,
     or_,
     select,
+    text,
     update,
-    values,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, utcnow
@@ -272,7 +273,7 @@ def write_states(session: Session, planned: Iterable[tuple[int, str, Mapping[str
     postgres = session.get_bind().dialect.name == "postgresql"
     for keys, rows in groups.items():
         if postgres:
-            _update_from_values(session, table, keys, rows)
+            _update_from_arrays(session, table, keys, rows)
             continue
         stmt = (
             update(table)
@@ -285,29 +286,45 @@ def write_states(session: Session, planned: Iterable[tuple[int, str, Mapping[str
         session.connection().execute(stmt, [dict(zip(names, row, strict=True)) for row in rows])
 
 
-# Bound parameters per statement stay under Postgres' 65535.
-_MAX_PARAMS = 30_000
-
-
-def _update_from_values(
+def _update_from_arrays(
     session: Session, table: Table, keys: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
 ) -> None:
-    """One `UPDATE ... FROM (VALUES ...)` for many rows: a statement per row
-    would cost Postgres (and the driver) more than the rows themselves."""
-    columns = [
-        column("b_id", table.c.id.type),
-        column("b_token", table.c.lease_token.type),
-        *(column(k, table.c[k].type) for k in keys),
-    ]
-    size = max(1, _MAX_PARAMS // len(columns))
-    for start in range(0, len(rows), size):
-        given = values(*columns, name="planned").data(list(rows[start : start + size]))
-        stmt = (
-            update(table)
-            .where(table.c.id == given.c.b_id, table.c.lease_token == given.c.b_token)
-            .values({k: cast(given.c[k], table.c[k].type) for k in keys})
-        )
-        session.execute(stmt)
+    """One `UPDATE ... FROM unnest(arrays)` for many rows: a statement per row
+    costs Postgres (and the driver) more than the rows, and a VALUES list with a
+    parameter per value costs more to build than the rows too. One array per
+    column keeps the statement's text the same whatever the row count, so it
+    is built once and prepared once."""
+    dialect = session.get_bind().dialect
+    columns = [table.c.id, table.c.lease_token, *(table.c[k] for k in keys)]
+    params = {}
+    for position, col in enumerate(columns):
+        process = col.type.dialect_impl(dialect).bind_processor(dialect)
+        params[_array_name(position)] = [
+            process(row[position]) if process else row[position] for row in rows
+        ]
+    session.execute(_update_statement(keys, dialect), params)
+
+
+def _array_name(position: int) -> str:
+    return f"a{position}"
+
+
+@functools.cache
+def _update_statement(keys: tuple[str, ...], dialect: Dialect) -> TextClause:
+    table = TrackedId.__table__
+    quote = dialect.identifier_preparer.quote
+    columns = [table.c.id, table.c.lease_token, *(table.c[k] for k in keys)]  # columns only
+    arrays = ", ".join(
+        f"CAST(:{_array_name(i)} AS {col.type.compile(dialect=dialect)}[])"
+        for i, col in enumerate(columns)
+    )
+    names = ", ".join(quote(name) for name in ("b_id", "b_token", *keys))
+    assignments = ", ".join(f"{quote(k)} = planned.{quote(k)}" for k in keys)
+    # Built from the table's own column names and types, never from input.
+    return text(
+        f"UPDATE {table.name} SET {assignments} FROM unnest({arrays}) AS planned({names})"  # noqa: S608
+        f" WHERE {table.name}.id = planned.b_id AND {table.name}.lease_token = planned.b_token"
+    )
 
 
 def release(session: Session, token: str, ids: Sequence[int], *, due_at: datetime) -> None:
