@@ -140,6 +140,40 @@ def test_an_id_no_request_can_carry_is_rejected_alone(stub: VendorStub) -> None:
         assert session.scalar(select(func.count()).select_from(VendorAccount)) == 0
 
 
+@pytest.mark.parametrize(
+    ("vendor", "external_id", "project"),
+    [
+        (Vendor.MENTIONSAPI, "ask_plain", ""),
+        (Vendor.MENTIONSAPI, "ask with spaces/and%25percent~é", ""),
+        (Vendor.MENTIONLAB, run_id(3), PROJECT_OK),
+        (Vendor.MENTIONLAB, run_id(4), "another-project"),
+    ],
+)
+def test_the_pipeline_sends_the_request_httpx_builds(
+    vendor: Vendor, external_id: str, project: str
+) -> None:
+    """`aget` asks httpx once per header set, not per request: what it sends is
+    still what httpx builds and checks, for every id."""
+    client = suite_runtime().clients[vendor]
+    target = Target(vendor, external_id, project)
+    for _ in range(2):  # the first builds through httpx, the second from what it kept
+        url, headers = client.async_request(target)
+        request = client.request(client.http, target)
+        assert str(url) == str(request.url)
+        sent = {k.lower(): v for k, v in headers}
+        assert sent == {
+            k.lower(): v for k, v in request.headers.items() if k.lower() not in ("host",)
+        }
+
+
+def test_a_header_no_request_can_carry_is_refused_every_time() -> None:
+    client = suite_runtime().clients[Vendor.MENTIONLAB]
+    target = Target(Vendor.MENTIONLAB, run_id(5), "projé-ünïcode")
+    for _ in range(2):
+        with pytest.raises(UnicodeEncodeError):
+            client.async_request(target)
+
+
 def test_an_unexpected_error_reading_one_body_quarantines_only_that_id(
     stub: VendorStub, fail_for: Callable[[Any, str, str], None]
 ) -> None:

@@ -27,6 +27,8 @@ log = logging.getLogger("mentionsync.clients")
 
 # Headers aiohttp writes itself from the URL and the body.
 _SET_BY_AIOHTTP = frozenset({"host", "content-length", "transfer-encoding"})
+# Header sets (one per MentionLab project, say) whose checked form is kept.
+_HEADER_SETS = 1024
 
 # One layer of these is inflated under the size cap; anything else is refused.
 _INFLATABLE = frozenset({"gzip", "x-gzip", "deflate"})
@@ -211,6 +213,11 @@ class VendorClient:
         self.http = http
         self.settings = settings
         self.limiter = limiter
+        # What `async_request` learned from httpx, which checks and normalizes
+        # what it sends: whether our URLs come out of httpx unchanged, and the
+        # headers of each header set, filtered for aiohttp.
+        self._url_as_is: bool | None = None
+        self._headers: dict[tuple[tuple[str, str], ...], list[tuple[str, str]]] = {}
 
     @property
     def configured(self) -> bool:
@@ -296,22 +303,44 @@ class VendorClient:
             raw = self.failed(target, exc, started)
         return self.observed(raw)
 
+    def async_request(self, target: Target) -> tuple[yarl.URL, list[tuple[str, str]]]:
+        """The URL and headers `aget` sends: as `request` builds (and checks)
+        them, with httpx asked once per header set rather than per request (its
+        URL and header handling cost more than the rest of a request). Raises
+        as `request` does for an id or key no request can carry."""
+        url = self.spec.url(self.settings, target)
+        given = self.spec.headers(self.settings, target)
+        key = tuple(given.items())
+        headers = self._headers.get(key)
+        if headers is None or self._url_as_is is None:
+            request = self.request(self.http, target)
+            headers = [
+                (k, v) for k, v in request.headers.multi_items() if k.lower() not in _SET_BY_AIOHTTP
+            ]
+            if len(self._headers) < _HEADER_SETS:
+                self._headers[key] = headers
+            # Only the id's segment differs between requests, and path_segment
+            # leaves nothing in it for httpx to change: one comparison holds for all.
+            self._url_as_is = str(request.url) == url
+            if not self._url_as_is:
+                return yarl.URL(str(request.url), encoded=True), headers
+        elif not self._url_as_is:
+            return yarl.URL(str(self.request(self.http, target).url), encoded=True), headers
+        return yarl.URL(url, encoded=True), headers
+
     async def aget(self, session: aiohttp.ClientSession, target: Target) -> RawResponse:
         """`get` on the pipeline's event loop, over its aiohttp session. The request
         is built (and checked) as `get` builds it."""
         started = time.monotonic()
         try:
-            request = self.request(self.http, target)
+            url, headers = self.async_request(target)
         except Exception as exc:  # an id or key no request can carry
             return self.unbuildable(exc)
-        headers = [
-            (k, v) for k, v in request.headers.multi_items() if k.lower() not in _SET_BY_AIOHTTP
-        ]
         try:
             # The deadline covers connect, headers and a body however slowly it drips.
             async with asyncio.timeout(self.settings.http_request_deadline):
                 async with session.get(
-                    yarl.URL(str(request.url), encoded=True),
+                    url,
                     headers=headers,
                     allow_redirects=False,
                 ) as response:
