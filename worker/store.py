@@ -11,6 +11,7 @@ from sqlalchemy import (
     BindParameter,
     Boolean,
     Column,
+    ColumnClause,
     Table,
     TextualSelect,
     bindparam,
@@ -180,7 +181,7 @@ def _insert_sql(
     return text(sql + " DO NOTHING").columns()
 
 
-def unnest_arrays(dialect: Dialect, columns: Sequence[Column[Any]]) -> str:
+def unnest_arrays(dialect: Dialect, columns: Sequence[ColumnClause[Any]]) -> str:
     """`unnest(CAST(:a0 AS type0[]), ...)`: rows passed as one array per column,
     named as `array_params` names them."""
     casts = ", ".join(
@@ -190,7 +191,7 @@ def unnest_arrays(dialect: Dialect, columns: Sequence[Column[Any]]) -> str:
 
 
 def array_params(
-    session: Session, columns: Sequence[Column[Any]], rows: Sequence[Mapping[str, Any]]
+    session: Session, columns: Sequence[ColumnClause[Any]], rows: Sequence[Mapping[str, Any]]
 ) -> dict[str, list[Any]]:
     """The parameters of `unnest_arrays`: each column's values, converted as an
     INSERT would convert them (JSON documents, UTC timestamps)."""

@@ -18,12 +18,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnClause,
     CursorResult,
     Row,
-    Table,
     TextClause,
     and_,
     bindparam,
+    column,
     func,
     literal,
     or_,
@@ -38,7 +39,7 @@ from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, utcnow
 from worker.config import Settings
 from worker.outcome import TrackedView
 from worker.scheduling import lease_until
-from worker.store import dialect_insert
+from worker.store import array_params, dialect_insert, unnest_arrays
 
 log = logging.getLogger("mentionsync.tracking")
 
@@ -265,15 +266,18 @@ def record_losses(session: Session, settings: Settings, *, now: datetime | None 
 def write_states(session: Session, planned: Iterable[tuple[int, str, Mapping[str, Any]]]) -> None:
     """Each id's planned column values, for (id, lease token) pairs that still
     hold; one statement per set of columns."""
-    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-    for id_, token, columns in planned:
-        keys = tuple(sorted(columns))
-        groups.setdefault(keys, []).append((id_, token, *(columns[k] for k in keys)))
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for id_, token, values in planned:
+        row = {**values, "b_id": id_, "b_token": token}
+        groups.setdefault(tuple(sorted(values)), []).append(row)
     table = TrackedId.__table__
-    postgres = session.get_bind().dialect.name == "postgresql"
+    dialect = session.get_bind().dialect
     for keys, rows in groups.items():
-        if postgres:
-            _update_from_arrays(session, table, keys, rows)
+        if dialect.name == "postgresql":
+            # One array per column (store.unnest_arrays): a statement per row costs
+            # Postgres more than the rows, and the text stays the same for any count.
+            params = array_params(session, _fenced(keys), rows)
+            session.execute(_update_statement(keys, dialect), params)
             continue
         stmt = (
             update(table)
@@ -282,47 +286,28 @@ def write_states(session: Session, planned: Iterable[tuple[int, str, Mapping[str
             )
             .values({k: bindparam(k) for k in keys})
         )
-        names = ("b_id", "b_token", *keys)
-        session.connection().execute(stmt, [dict(zip(names, row, strict=True)) for row in rows])
+        session.connection().execute(stmt, rows)
 
 
-def _update_from_arrays(
-    session: Session, table: Table, keys: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """One `UPDATE ... FROM unnest(arrays)` for many rows: a statement per row
-    costs Postgres (and the driver) more than the rows, and a VALUES list with a
-    parameter per value costs more to build than the rows too. One array per
-    column keeps the statement's text the same whatever the row count, so it
-    is built once and prepared once."""
-    dialect = session.get_bind().dialect
-    columns = [table.c.id, table.c.lease_token, *(table.c[k] for k in keys)]
-    params = {}
-    for position, col in enumerate(columns):
-        process = col.type.dialect_impl(dialect).bind_processor(dialect)
-        params[_array_name(position)] = [
-            process(row[position]) if process else row[position] for row in rows
-        ]
-    session.execute(_update_statement(keys, dialect), params)
-
-
-def _array_name(position: int) -> str:
-    return f"a{position}"
+def _fenced(keys: tuple[str, ...]) -> tuple[ColumnClause[Any], ...]:
+    """The columns of a state write: the fence (id and lease token, as b_id and
+    b_token, since the write may set lease_token too), then the planned ones."""
+    table = TrackedId.__table__
+    fence = (column("b_id", table.c.id.type), column("b_token", table.c.lease_token.type))
+    return (*fence, *(table.c[k] for k in keys))
 
 
 @functools.cache
 def _update_statement(keys: tuple[str, ...], dialect: Dialect) -> TextClause:
     table = TrackedId.__table__
     quote = dialect.identifier_preparer.quote
-    columns = [table.c.id, table.c.lease_token, *(table.c[k] for k in keys)]  # columns only
-    arrays = ", ".join(
-        f"CAST(:{_array_name(i)} AS {col.type.compile(dialect=dialect)}[])"
-        for i, col in enumerate(columns)
-    )
+    columns = _fenced(keys)  # the table's own columns only
     names = ", ".join(quote(name) for name in ("b_id", "b_token", *keys))
     assignments = ", ".join(f"{quote(k)} = planned.{quote(k)}" for k in keys)
     # Built from the table's own column names and types, never from input.
     return text(
-        f"UPDATE {table.name} SET {assignments} FROM unnest({arrays}) AS planned({names})"  # noqa: S608
+        f"UPDATE {table.name} SET {assignments}"  # noqa: S608
+        f" FROM {unnest_arrays(dialect, columns)} AS planned({names})"
         f" WHERE {table.name}.id = planned.b_id AND {table.name}.lease_token = planned.b_token"
     )
 
