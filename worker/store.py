@@ -8,16 +8,15 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import (
+    JSON,
     BindParameter,
-    Boolean,
     Column,
     ColumnClause,
+    CursorResult,
+    String,
     Table,
-    TextualSelect,
     bindparam,
-    column,
     delete,
-    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -122,7 +121,7 @@ def _record_brand_names(session: Session, by_table: dict[str, dict[Any, Normaliz
             sql = _insert_sql(
                 session.get_bind().dialect, table, tuple(columns), "name", upsert=False
             )
-            session.execute(sql, array_params(session, columns, names))
+            execute_arrays(session, sql, array_params(session, columns, names))
             return
         for chunk in _chunks(names, 2):
             stmt = dialect_insert(session, table).on_conflict_do_nothing(index_elements=["name"])
@@ -144,8 +143,8 @@ def _upsert_from_arrays(
     INSERT created, our transaction id on one it updated; asked in the same
     statement, so no other writer can slip in."""
     sql = _insert_sql(session.get_bind().dialect, table, tuple(columns), key.name, upsert=True)
-    result = session.execute(sql, array_params(session, columns, rows))
-    return [k for k, existed in result if existed]
+    result = execute_arrays(session, sql, array_params(session, columns, rows))
+    return [key for key, existed in result if existed]
 
 
 @functools.cache
@@ -156,7 +155,7 @@ def _insert_sql(
     conflict: str,
     *,
     upsert: bool,
-) -> TextualSelect:
+) -> str:
     """An INSERT of rows given as one array per column (see `array_params`):
     the statement's text is the same whatever the row count, so it is built
     and prepared once, and nothing is parsed per row. On a conflict on the
@@ -175,19 +174,37 @@ def _insert_sql(
         replaced = [f"{n} = EXCLUDED.{n}" for c, n in zip(columns, names, strict=True)]
         kept = [r for c, r in zip(columns, replaced, strict=True) if c.name != conflict]
         sets = ", ".join(kept) or f"{key} = EXCLUDED.{key}"
-        sql += f" DO UPDATE SET {sets} RETURNING {key}, xmax <> 0 AS existed"
-        # Typed: keys come back as the table's own type converts them (UUIDs as text).
-        return text(sql).columns(table.c[conflict], column("existed", Boolean()))
-    return text(sql + " DO NOTHING").columns()
+        # Keys as text, as the models give them (UUIDs included).
+        return sql + f" DO UPDATE SET {sets} RETURNING CAST({key} AS text), xmax <> 0"
+    return sql + " DO NOTHING"
 
 
 def unnest_arrays(dialect: Dialect, columns: Sequence[ColumnClause[Any]]) -> str:
-    """`unnest(CAST(:a0 AS type0[]), ...)`: rows passed as one array per column,
-    named as `array_params` names them."""
+    """`unnest(CAST(%(a0)s AS type0[]), ...)`, for `execute_arrays`: rows passed as
+    one array per column, named as `array_params` names them.
+
+    Text and JSON arrays go in psycopg's binary format: its text format escapes
+    every quote of every element (a JSON document has hundreds) in Python, which
+    cost more than the rest of a write. Other types keep the automatic format,
+    which tolerates a column mixing Python types (ints among floats, say)."""
     casts = ", ".join(
-        f"CAST(:a{i} AS {c.type.compile(dialect=dialect)}[])" for i, c in enumerate(columns)
+        f"CAST(%(a{i}){'b' if _binary(c) else 's'} AS {c.type.compile(dialect=dialect)}[])"
+        for i, c in enumerate(columns)
     )
     return f"unnest({casts})"
+
+
+def _binary(col: ColumnClause[Any]) -> bool:
+    return isinstance(col.type, String | JSON)
+
+
+def execute_arrays(
+    session: Session, sql: str, params: Mapping[str, list[Any]]
+) -> CursorResult[*tuple[Any, ...]]:
+    """Run a statement of `unnest_arrays` in the session's transaction. It goes to
+    the driver as written (psycopg's placeholders pick each array's format), and
+    its rows come back as the driver gives them."""
+    return session.connection().exec_driver_sql(sql, dict(params))
 
 
 def array_params(

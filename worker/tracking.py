@@ -21,7 +21,6 @@ from sqlalchemy import (
     ColumnClause,
     CursorResult,
     Row,
-    TextClause,
     and_,
     bindparam,
     column,
@@ -29,7 +28,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Dialect
@@ -39,7 +37,7 @@ from models import ACTIVE_STATES, TrackedId, TrackedState, Vendor, utcnow
 from worker.config import Settings
 from worker.outcome import TrackedView
 from worker.scheduling import lease_until
-from worker.store import array_params, dialect_insert, unnest_arrays
+from worker.store import array_params, dialect_insert, execute_arrays, unnest_arrays
 
 log = logging.getLogger("mentionsync.tracking")
 
@@ -277,7 +275,7 @@ def write_states(session: Session, planned: Iterable[tuple[int, str, Mapping[str
             # One array per column (store.unnest_arrays): a statement per row costs
             # Postgres more than the rows, and the text stays the same for any count.
             params = array_params(session, _fenced(keys), rows)
-            session.execute(_update_statement(keys, dialect), params)
+            execute_arrays(session, _update_statement(keys, dialect), params)
             continue
         stmt = (
             update(table)
@@ -298,14 +296,14 @@ def _fenced(keys: tuple[str, ...]) -> tuple[ColumnClause[Any], ...]:
 
 
 @functools.cache
-def _update_statement(keys: tuple[str, ...], dialect: Dialect) -> TextClause:
+def _update_statement(keys: tuple[str, ...], dialect: Dialect) -> str:
     table = TrackedId.__table__
     quote = dialect.identifier_preparer.quote
     columns = _fenced(keys)  # the table's own columns only
     names = ", ".join(quote(name) for name in ("b_id", "b_token", *keys))
     assignments = ", ".join(f"{quote(k)} = planned.{quote(k)}" for k in keys)
     # Built from the table's own column names and types, never from input.
-    return text(
+    return (
         f"UPDATE {table.name} SET {assignments}"  # noqa: S608
         f" FROM {unnest_arrays(dialect, columns)} AS planned({names})"
         f" WHERE {table.name}.id = planned.b_id AND {table.name}.lease_token = planned.b_token"
