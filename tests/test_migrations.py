@@ -107,6 +107,39 @@ def test_json_null_documents_become_sql_null(scratch_postgres: str) -> None:
     assert rows == {"ask_a": True, "ask_b": False}
 
 
+def test_large_values_are_compressed_with_lz4_and_back(scratch_postgres: str) -> None:
+    """0011 sets lz4 on the large columns (the test server has lz4); new values
+    are stored with it; its downgrade puts the server's default back."""
+    config = alembic_config(scratch_postgres)
+    command.upgrade(config, "head")
+    engine = create_engine(scratch_postgres)
+    compression = text(
+        "SELECT attrelid::regclass::text, attname, attcompression FROM pg_attribute"
+        " WHERE attname IN ('raw_payload', 'raw_body', 'content', 'body') AND attnum > 0"
+        " AND attrelid::regclass::text IN"
+        " ('asks', 'job_executions', 'ask_provider_responses', 'quarantined_payloads')"
+    )
+    large = '{"text": "' + "".join(f"word{i} " for i in range(3000)) + '"}'
+    with engine.begin() as conn:
+        assert {row[2] for row in conn.execute(compression)} == {"l"}
+        assert len(conn.execute(compression).all()) == 6
+        conn.execute(
+            text(
+                "INSERT INTO asks (ask_id, status, raw_payload, fetched_at)"
+                " VALUES ('ask_a', 'succeeded', CAST(:payload AS jsonb), now())"
+            ),
+            {"payload": large},
+        )
+        stored = conn.scalar(text("SELECT pg_column_compression(raw_payload) FROM asks"))
+    assert stored == "lz4"
+    command.downgrade(config, "0010")
+    with engine.connect() as conn:
+        assert {row[2] for row in conn.execute(compression)} == {""}
+        # What was stored stays readable.
+        assert conn.scalar(text("SELECT raw_payload->>'text' FROM asks"))[:6] == "word0 "
+    engine.dispose()
+
+
 LATER_REVISION = """
 import sqlalchemy as sa
 from alembic import op

@@ -232,17 +232,18 @@ def _insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]])
     columns = list(table.columns)
     # The same conversions an INSERT would apply (JSON documents, UTC timestamps).
     processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    # Most columns need no conversion: only those that do are visited per row.
+    convert = [(i, process) for i, process in enumerate(processors) if process is not None]
+    keys = [c.key for c in columns]
     sql = f"COPY {table.name} ({', '.join(c.name for c in columns)}) FROM STDIN"
     driver = connection.connection.driver_connection
     try:
         with driver.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]  # psycopg, checked above
             for row in rows:
-                copy.write_row(
-                    [
-                        process(row.get(c.key)) if process else row.get(c.key)
-                        for c, process in zip(columns, processors, strict=True)
-                    ]
-                )
+                values = list(map(row.get, keys))
+                for i, process in convert:
+                    values[i] = process(values[i])
+                copy.write_row(values)
     except psycopg.Error as exc:
         # As an INSERT would fail: callers (and the one-by-one fallback) see DBAPIError.
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc

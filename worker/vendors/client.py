@@ -145,6 +145,14 @@ class CappedBody:
             self.inflater is None and declared is not None and declared.isdigit()
         ) and int(declared) > cap
         self.chunk_size = cap if self.first_only else None
+        # Declared within the cap and nothing to inflate: read in one call (a
+        # response never carries more than its declared length).
+        self.whole = (
+            self.inflater is None
+            and declared is not None
+            and declared.isdigit()
+            and int(declared) <= cap
+        )
         self.out = bytearray()
         self.truncated = False
 
@@ -346,10 +354,15 @@ class VendorClient:
                 ) as response:
                     response_headers = httpx.Headers(response.raw_headers)
                     reader = CappedBody(response_headers, self.settings.max_response_bytes)
-                    async for chunk in response.content.iter_chunked(reader.chunk_size or 65536):
-                        if reader.feed(chunk):
-                            response.close()  # the rest is not read: not reusable
-                            break
+                    if reader.whole:
+                        reader.feed(await response.read())
+                    else:
+                        async for chunk in response.content.iter_chunked(
+                            reader.chunk_size or 65536
+                        ):
+                            if reader.feed(chunk):
+                                response.close()  # the rest is not read: not reusable
+                                break
                     body, truncated, refused = reader.result()
             raw = RawResponse(
                 response.status,
