@@ -437,15 +437,23 @@ def test_ctrl_c_stops_sync_cleanly_and_loses_nothing(
     _asks(stub, asks[:10], delay=0.3)
     _asks(stub, asks[10:], delay=0.3, hold=held)
 
-    # Its own process group, as a terminal's foreground job: Ctrl-C reaches every process.
-    proc = subprocess.Popen(
-        [MENTIONSYNC, "sync", "--until-done", "--timeout", "300"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-        start_new_session=True,
-    )
+    # Its own process group, as a terminal's foreground job: Ctrl-C reaches every
+    # process. A terminal starts it with SIGINT at its default; a process started
+    # with SIGINT ignored keeps ignoring it (POSIX, and Python follows), and an
+    # earlier test in the same pytest worker may have left it ignored (billiard
+    # does): in CI the sync then ran on through the Ctrl-C.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [MENTIONSYNC, "sync", "--until-done", "--timeout", "300"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+            start_new_session=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.monotonic() + 60
         # Held requests soon take every place in flight: a few of the ten land.
