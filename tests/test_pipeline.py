@@ -439,9 +439,10 @@ def test_ctrl_c_stops_sync_cleanly_and_loses_nothing(
 
     # Its own process group, as a terminal's foreground job: Ctrl-C reaches every
     # process. A terminal starts it with SIGINT at its default; a process started
-    # with SIGINT ignored keeps ignoring it (POSIX, and Python follows), and an
-    # earlier test in the same pytest worker may have left it ignored (billiard
-    # does): in CI the sync then ran on through the Ctrl-C.
+    # with SIGINT ignored keeps ignoring it (POSIX, and Python follows), and pytest
+    # itself may run so: a shell without job control starts `cmd &` with SIGINT
+    # ignored, and every process below inherits it. In CI the sync then ran on
+    # through the Ctrl-C.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         proc = subprocess.Popen(
