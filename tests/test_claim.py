@@ -20,6 +20,7 @@ from worker.poller import Claim, claim_batches, claim_due, grouped, in_flight
 from worker.registry import label_arguments, register
 from worker.resources import Runtime
 from worker.scheduling import in_flight_capacity
+from worker.tracking import leased_rows
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
@@ -164,6 +165,24 @@ def test_claim_never_scans_the_archive(database: str) -> None:
     assert "ix_tracked_ids_due" in plan or "ix_tracked_ids_vendor_state" in plan, plan
     with session_scope() as s:
         assert len(s.scalars(select(TrackedId.id)).all()) == 2000
+
+
+def test_a_batch_loads_its_ids_by_key_not_through_the_due_index(database: str) -> None:
+    # Statistics taken when few ids were active make the due index look cheap;
+    # walking it costs every active id. The claimed ids are found by key.
+    seed(20_000)
+    with session_scope() as s:
+        s.execute(update(TrackedId).values(state=TrackedState.ARCHIVED))
+    with suite_db().engine.connect() as conn:
+        conn.execute(text("ANALYZE tracked_ids"))
+    with session_scope() as s:
+        s.execute(update(TrackedId).values(state=TrackedState.POLLING))
+    statement = leased_rows(Claim(Vendor.MENTIONSAPI, "t", list(range(1, 101))), NOW)
+    with suite_db().engine.connect() as conn:
+        compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+        plan = "\n".join(conn.execute(text(f"EXPLAIN {compiled}")).scalars())
+    assert "tracked_ids_pkey" in plan, plan
+    assert "ix_tracked_ids_due" not in plan and "ix_tracked_ids_vendor_state" not in plan, plan
 
 
 def test_claims_stop_at_what_the_rate_budget_fetches_in_half_a_lease(configure) -> None:  # type: ignore[no-untyped-def]

@@ -69,6 +69,9 @@ def claim_batches(
         # only makes its ids due again, so the claim need not wait for the WAL flush.
         session.execute(text("SET LOCAL synchronous_commit = off"))
     for vendor in Vendor:
+        cap = max_ids if max_ids is None or isinstance(max_ids, int) else max_ids.get(vendor, 0)
+        if cap is not None and cap <= 0:
+            continue  # no room for it here: not even its gate and count are read
         account = current_account(session, vendor, settings)
         reason = account_gate(session, vendor, settings, now, account)
         if reason is not None:
@@ -78,8 +81,8 @@ def claim_batches(
         room = claim_room(
             settings, limiter.budget, known=limiter.known, held=in_flight(session, vendor, now)
         )
-        if max_ids is not None:
-            room = min(room, max_ids if isinstance(max_ids, int) else max_ids.get(vendor, 0))
+        if cap is not None:
+            room = min(room, cap)
         recheck = account is not None and account.auth_failed_at is not None
         if recheck:
             room = min(room, 1)  # re-check a refused key with a single request

@@ -68,19 +68,27 @@ STOP_SECONDS = 60.0
 VENDORS = list(Vendor)
 
 
+# A process claims again once this fraction of its share is free (and at least a
+# batch): with three quarters of its share still held it has seconds of work, and
+# each claim's statements (a count of the key's ids in flight, the claim itself)
+# cost about as much for 250 ids as for 100.
+CLAIM_FRACTION = 0.25
+
+
 def room(runtime: Runtime, processes: int) -> dict[Vendor, int]:
     """Ids of each vendor this process may still take in: its share of
     MAX_IN_FLIGHT (which bounds how far ahead of its budget a key is claimed),
-    at least a batch; nothing while less than a batch is free and some of the
-    vendor's ids are still in flight, so that claims come in whole batches (a
-    claim's statements cost as much for 20 ids as for 100)."""
+    at least a batch; nothing while less than CLAIM_FRACTION of it (or a batch)
+    is free and some of the vendor's ids are still in flight, so that claims
+    come in a few large steps."""
     settings = runtime.settings
     share = max(settings.batch_size, settings.max_in_flight // max(1, processes))
+    step = max(settings.batch_size, int(share * CLAIM_FRACTION))
     space = {}
     for vendor in runtime.clients:
         held = runtime.pipeline.in_flight(vendor)
         free = max(0, share - held)
-        space[vendor] = free if free >= settings.batch_size or not held else 0
+        space[vendor] = free if free >= step or not held else 0
     return space
 
 
@@ -101,6 +109,11 @@ def poll(
     swept_at = -math.inf
     trouble = 0
     sent = 0
+    # Vendors a sweep found nothing to claim for (none due, a gate, the key's
+    # ids in flight at their cap) are left out of the sweeps until this
+    # monotonic time, a tick later, while this process has work in flight: the
+    # sweeps for the other vendor then cost no statements for them.
+    quiet: dict[Vendor, float] = {}
     while not stop():
         if tick is not None:
             tick()
@@ -110,10 +123,20 @@ def poll(
                     record_losses(session, settings)
                 swept_at = time.monotonic()
             space = room(runtime, processes)
+            if pipeline.in_flight():
+                now = time.monotonic()
+                space = {v: 0 if quiet.get(v, 0.0) > now else n for v, n in space.items()}
+            else:
+                quiet.clear()  # idle: every vendor is looked at
             claimed = 0
             if any(space.values()):
-                claimed = sweep(runtime, _submit_to(pipeline), max_ids=space).sent
+                swept = sweep(runtime, _submit_to(pipeline), max_ids=space)
+                claimed = swept.sent
                 sent += claimed
+                found = {claim.vendor for claim in swept.claims}
+                for vendor, n in space.items():
+                    if n and vendor not in found:
+                        quiet[vendor] = time.monotonic() + settings.poll_tick_seconds
             due_at = None
             if not claimed and not pipeline.in_flight():
                 with runtime.db.session() as session:
