@@ -137,6 +137,6 @@ def run(smoke: bool = False) -> list[Result]:
             "%",
             target=None,
             higher_is_better=False,
-            note=f"(info: {warm:.1f} MB -> {last:.1f} MB; series in rss.csv of the run)",
+            note=f"({warm:.1f} MB -> {last:.1f} MB; the series: rss.csv of the run)",
         ),
     ]
