@@ -67,8 +67,9 @@ FLUSH_SECONDS = 0.1
 # A writer behind takes up to this many batches' worth of answers per transaction,
 # and fetching waits while that many are fetched or in flight and unwritten: memory
 # stays bounded when the database is slower than the vendor, and a process killed
-# loses no more fetched answers than that.
-BEHIND_FACTOR = 3
+# loses no more fetched answers than that. One batch: three held more memory and
+# were no faster (docs/benchmarks.md, 2026-12-03).
+BEHIND_FACTOR = 1
 # On close, requests already sent get this long to answer and be written.
 DRAIN_SECONDS = 10.0
 # Little's law with room: in flight = rate x latency x HEADROOM, so that the
