@@ -64,15 +64,14 @@ class Samples:
             self.main_mb.append(main_rss)
             self.pids.update(c.pid for c in children)
 
-    def window(self, values: list[float], last: bool) -> float:
-        n = max(1, len(values) // 10)
-        return statistics.mean(values[-n:] if last else values[:n])
 
-    def second_window(self, values: list[float]) -> float:
-        """The second tenth: past the warm-up (the first seconds' in-flight work
-        and buffers), which the first tenth of a short run is mostly made of."""
-        n = max(1, len(values) // 10)
-        return statistics.mean(values[n : 2 * n] or values[:n])
+def tenth(values: list[float], k: int) -> float:
+    """The mean of the k-th tenth of `values` (0 the first, 1 the second, -1 the
+    last). The second is past the warm-up (the first seconds' in-flight work and
+    buffers), which the first tenth of a short run is mostly made of."""
+    n = max(1, len(values) // 10)
+    start = k * n if k >= 0 else len(values) - n
+    return statistics.mean(values[start : start + n] or values[:n])
 
 
 def run(smoke: bool = False) -> list[Result]:
@@ -102,15 +101,15 @@ def run(smoke: bool = False) -> list[Result]:
             f"{p:.1f},{m:.1f}\n" for p, m in zip(samples.pool_max_mb, samples.main_mb, strict=True)
         )
     )
-    first = samples.window(samples.pool_max_mb, last=False)
-    last = samples.window(samples.pool_max_mb, last=True)
+    first = tenth(samples.pool_max_mb, 0)
+    last = tenth(samples.pool_max_mb, -1)
     growth = 100 * (last / first - 1)
-    warm = samples.second_window(samples.pool_max_mb)
+    warm = tenth(samples.pool_max_mb, 1)
     console.print(
         f"[dim]  {ids:,} ids in {seconds:.1f}s; {len(samples.pool_max_mb)} samples of "
         f"{len(samples.pids)} pool processes; pool RSS first 10 % {first:.1f} MB, last 10 % "
-        f"{last:.1f} MB; consumer {samples.window(samples.main_mb, False):.1f} -> "
-        f"{samples.window(samples.main_mb, True):.1f} MB[/]"
+        f"{last:.1f} MB; consumer {tenth(samples.main_mb, 0):.1f} -> "
+        f"{tenth(samples.main_mb, -1):.1f} MB[/]"
     )
     return [
         Result(
